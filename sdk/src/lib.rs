@@ -1,0 +1,252 @@
+//! The SDK for writing Switchyard plugins in Rust.
+//!
+//! A plugin is a type implementing one or more role traits ([`Router`], [`RequestFilter`],
+//! [`ResponseFilter`], [`Split`], [`Balancer`]) and exported with [`export_plugin!`]. Build it for
+//! `wasm32-unknown-unknown`, turn the module into a component with `switchyard-componentize`, and
+//! point a `[[plugin]]` table at it.
+//!
+//! The same code compiles natively, where the [`testkit`] stands in for the proxy: requests are
+//! [`testkit::TestRequest`]s and the [`host`] functions (log, metrics, clock, random, key-value
+//! store) are served by a per-thread [`testkit::TestHost`]. So plugin logic is unit-tested with a
+//! plain `cargo test`.
+//!
+//! ```ignore
+//! use switchyard_sdk::{export_plugin, RequestHead, RouteDecision, Router};
+//!
+//! struct Everything { upstream: String }
+//!
+//! impl Router for Everything {
+//!     fn configure(config: &str) -> Result<Self, String> {
+//!         #[derive(serde::Deserialize)]
+//!         struct Config { upstream: String }
+//!         let config: Config = switchyard_sdk::parse_config(config)?;
+//!         Ok(Everything { upstream: config.upstream })
+//!     }
+//!     fn route(&self, _req: &dyn RequestHead) -> Option<RouteDecision> {
+//!         Some(RouteDecision { name: "all".into(), upstream: self.upstream.clone(), rewrite: None })
+//!     }
+//! }
+//!
+//! export_plugin!(Everything: router);
+//! ```
+
+#[doc(hidden)]
+pub mod bindings;
+mod head;
+pub mod host;
+pub mod testkit;
+
+pub use bindings::types::{
+    Candidate, FilterAction, Header, LocalResponse, LogLevel, RouteDecision, SplitChoice,
+};
+pub use head::{RequestHead, ResponseHead};
+
+/// The context key under which the host records the variant chosen by the split role.
+pub const SPLIT_VARIANT_CONTEXT_KEY: &str = "split.variant";
+
+/// Parses a plugin's JSON configuration into `T`, with an error message that names the problem.
+///
+/// A plugin configured without a `config` table receives `{}`.
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, String> {
+    serde_json::from_str(config).map_err(|e| format!("invalid plugin config: {e}"))
+}
+
+/// The router role: maps a request to a route. See the WIT `router` interface.
+pub trait Router: Sized + 'static {
+    /// Builds the plugin from its JSON configuration, once per instance. An error fails the
+    /// configuration load that asked for the plugin, never a request.
+    fn configure(config: &str) -> Result<Self, String>;
+    /// Returns the route for `req`, or `None` when nothing matches (the client gets 404).
+    fn route(&self, req: &dyn RequestHead) -> Option<RouteDecision>;
+}
+
+/// The request-filter role: may change the request or answer it. See the WIT `request-filter`.
+pub trait RequestFilter: Sized + 'static {
+    /// Builds the plugin from its JSON configuration, once per instance.
+    fn configure(config: &str) -> Result<Self, String>;
+    /// Returns [`FilterAction::Continue`] to go on, or a local reply that ends the request.
+    fn on_request(&self, req: &dyn RequestHead) -> FilterAction;
+}
+
+/// The response-filter role: may change the response head. See the WIT `response-filter`.
+pub trait ResponseFilter: Sized + 'static {
+    /// Builds the plugin from its JSON configuration, once per instance.
+    fn configure(config: &str) -> Result<Self, String>;
+    /// Called with the request as sent upstream (read-only by then) and the response head.
+    fn on_response(&self, req: &dyn RequestHead, resp: &dyn ResponseHead);
+}
+
+/// The split role: puts a request into a variant. See the WIT `split` interface.
+pub trait Split: Sized + 'static {
+    /// Builds the plugin from its JSON configuration, once per instance.
+    fn configure(config: &str) -> Result<Self, String>;
+    /// Returns the variant for `req` bound for `upstream`, or `None` to leave it unchanged.
+    fn choose(&self, req: &dyn RequestHead, upstream: &str) -> Option<SplitChoice>;
+}
+
+/// The balancer role: picks one backend. See the WIT `balancer` interface.
+pub trait Balancer: Sized + 'static {
+    /// Builds the plugin from its JSON configuration, once per instance.
+    fn configure(config: &str) -> Result<Self, String>;
+    /// Returns an index into `candidates` (never empty). `None` or an out-of-range index is a
+    /// plugin failure and gets the plugin's failure policy.
+    fn pick(&self, req: &dyn RequestHead, upstream: &str, candidates: &[Candidate]) -> Option<u32>;
+}
+
+/// Exports a type as a Switchyard plugin for the listed roles.
+///
+/// `export_plugin!(MyPlugin: router)` or `export_plugin!(MyPlugin: request_filter,
+/// response_filter)`. The roles are `router`, `request_filter`, `response_filter`, `split` and
+/// `balancer`; the type implements the matching traits. Each role gets its own configured value
+/// of the type (the host calls every exported role's `configure` with the same JSON).
+///
+/// Use it once per crate, at the crate root. Natively (for tests) it expands to nothing.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty : $($role:ident),+ $(,)?) => {
+        $( $crate::__export_role!($role, $ty); )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_role {
+    (router, $ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::bindings::router::exports::switchyard::plugin::router::Guest;
+            use $crate::bindings::types::{Request, RouteDecision};
+            thread_local! {
+                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
+            }
+            struct SwitchyardRouterExport;
+            impl Guest for SwitchyardRouterExport {
+                fn configure(config: String) -> Result<(), String> {
+                    let value = <$ty as $crate::Router>::configure(&config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
+                    Ok(())
+                }
+                fn route(req: &Request) -> Option<RouteDecision> {
+                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
+                        Some(plugin) => $crate::Router::route(plugin, req),
+                        None => $crate::__not_configured(),
+                    })
+                }
+            }
+            $crate::bindings::router::__switchyard_export_router_world!(SwitchyardRouterExport with_types_in $crate::bindings::router);
+        };
+    };
+    (request_filter, $ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::bindings::request_filter::exports::switchyard::plugin::request_filter::Guest;
+            use $crate::bindings::types::{FilterAction, Request};
+            thread_local! {
+                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
+            }
+            struct SwitchyardRequestFilterExport;
+            impl Guest for SwitchyardRequestFilterExport {
+                fn configure(config: String) -> Result<(), String> {
+                    let value = <$ty as $crate::RequestFilter>::configure(&config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
+                    Ok(())
+                }
+                fn on_request(req: &Request) -> FilterAction {
+                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
+                        Some(plugin) => $crate::RequestFilter::on_request(plugin, req),
+                        None => $crate::__not_configured(),
+                    })
+                }
+            }
+            $crate::bindings::request_filter::__switchyard_export_request_filter_world!(SwitchyardRequestFilterExport with_types_in $crate::bindings::request_filter);
+        };
+    };
+    (response_filter, $ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::bindings::response_filter::exports::switchyard::plugin::response_filter::Guest;
+            use $crate::bindings::types::{Request, Response};
+            thread_local! {
+                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
+            }
+            struct SwitchyardResponseFilterExport;
+            impl Guest for SwitchyardResponseFilterExport {
+                fn configure(config: String) -> Result<(), String> {
+                    let value = <$ty as $crate::ResponseFilter>::configure(&config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
+                    Ok(())
+                }
+                fn on_response(req: &Request, resp: &Response) {
+                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
+                        Some(plugin) => $crate::ResponseFilter::on_response(plugin, req, resp),
+                        None => $crate::__not_configured(),
+                    })
+                }
+            }
+            $crate::bindings::response_filter::__switchyard_export_response_filter_world!(SwitchyardResponseFilterExport with_types_in $crate::bindings::response_filter);
+        };
+    };
+    (split, $ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::bindings::split::exports::switchyard::plugin::split::Guest;
+            use $crate::bindings::types::{Request, SplitChoice};
+            thread_local! {
+                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
+            }
+            struct SwitchyardSplitExport;
+            impl Guest for SwitchyardSplitExport {
+                fn configure(config: String) -> Result<(), String> {
+                    let value = <$ty as $crate::Split>::configure(&config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
+                    Ok(())
+                }
+                fn choose(req: &Request, upstream: String) -> Option<SplitChoice> {
+                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
+                        Some(plugin) => $crate::Split::choose(plugin, req, &upstream),
+                        None => $crate::__not_configured(),
+                    })
+                }
+            }
+            $crate::bindings::split::__switchyard_export_split_world!(SwitchyardSplitExport with_types_in $crate::bindings::split);
+        };
+    };
+    (balancer, $ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::bindings::balancer::exports::switchyard::plugin::balancer::Guest;
+            use $crate::bindings::types::{Candidate, Request};
+            thread_local! {
+                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
+            }
+            struct SwitchyardBalancerExport;
+            impl Guest for SwitchyardBalancerExport {
+                fn configure(config: String) -> Result<(), String> {
+                    let value = <$ty as $crate::Balancer>::configure(&config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
+                    Ok(())
+                }
+                fn pick(req: &Request, upstream: String, candidates: Vec<Candidate>) -> Option<u32> {
+                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
+                        Some(plugin) => $crate::Balancer::pick(plugin, req, &upstream, &candidates),
+                        None => $crate::__not_configured(),
+                    })
+                }
+            }
+            $crate::bindings::balancer::__switchyard_export_balancer_world!(SwitchyardBalancerExport with_types_in $crate::bindings::balancer);
+        };
+    };
+    ($other:ident, $ty:ty) => {
+        compile_error!(concat!(
+            "unknown Switchyard plugin role `", stringify!($other),
+            "`; expected router, request_filter, response_filter, split or balancer"
+        ));
+    };
+}
+
+/// Called when the host invokes a role before `configure` succeeded, which the host never does.
+/// Trapping is the honest answer: the host counts it and applies the failure policy.
+#[doc(hidden)]
+pub fn __not_configured() -> ! {
+    panic!("switchyard plugin called before configure")
+}

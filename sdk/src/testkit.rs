@@ -1,0 +1,378 @@
+//! A native stand-in for the proxy, so plugin logic is unit-tested with plain `cargo test`.
+//!
+//! [`TestRequest`] and [`TestResponse`] implement the head traits with the same rules the proxy
+//! applies (case-insensitive names, protected framing headers); [`TestHost`] serves the
+//! [`crate::host`] functions for the current thread and records what the plugin did.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::{LogLevel, RequestHead, ResponseHead};
+
+/// What the [`crate::host`] functions see and record on the current thread in native tests.
+#[derive(Debug, Clone)]
+pub struct TestHost {
+    /// Log lines written by the plugin, in order.
+    pub logs: Vec<(LogLevel, String)>,
+    /// Counters by name.
+    pub counters: HashMap<String, u64>,
+    /// Histogram observations by name.
+    pub histograms: HashMap<String, Vec<f64>>,
+    /// What `now_unix_ms` returns; set it to script time.
+    pub now_unix_ms: u64,
+    /// What `monotonic_ns` returns; set it to script time.
+    pub monotonic_ns: u64,
+    /// The key-value store.
+    pub kv: HashMap<String, String>,
+    /// State of the deterministic generator behind `random_u64`.
+    pub random_state: u64,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        TestHost {
+            logs: Vec::new(),
+            counters: HashMap::new(),
+            histograms: HashMap::new(),
+            now_unix_ms: 1_700_000_000_000,
+            monotonic_ns: 0,
+            kv: HashMap::new(),
+            random_state: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+}
+
+impl TestHost {
+    /// The next number of a splitmix64 sequence: deterministic, so tests are repeatable.
+    pub fn next_random(&mut self) -> u64 {
+        self.random_state = self.random_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.random_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+thread_local! {
+    static TEST_HOST: RefCell<TestHost> = RefCell::new(TestHost::default());
+}
+
+/// Runs `f` with the current thread's test host.
+pub fn with_test_host<R>(f: impl FnOnce(&mut TestHost) -> R) -> R {
+    TEST_HOST.with(|h| f(&mut h.borrow_mut()))
+}
+
+/// Replaces the current thread's test host with a fresh one and returns the old one.
+pub fn reset_test_host() -> TestHost {
+    TEST_HOST.with(|h| std::mem::take(&mut *h.borrow_mut()))
+}
+
+/// Headers a plugin may not change: framing and hop-by-hop headers. The proxy enforces the
+/// same list.
+pub const PROTECTED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+fn check_header_change(
+    name: &str,
+    value: Option<&str>,
+    is_request: bool,
+) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if lower.is_empty() || !lower.bytes().all(token) {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    if PROTECTED_HEADERS.contains(&lower.as_str())
+        || (is_request && lower == "host" && value.is_none())
+    {
+        return Err(format!("header {lower} is protected"));
+    }
+    if let Some(v) = value {
+        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(format!("invalid value for header {lower}"));
+        }
+    }
+    Ok(lower)
+}
+
+#[derive(Debug, Clone, Default)]
+struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    fn first(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (n, _) in &self.0 {
+            let lower = n.to_ascii_lowercase();
+            if !names.contains(&lower) {
+                names.push(lower);
+            }
+        }
+        names
+    }
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+    fn set(&mut self, name: String, value: &str) {
+        self.remove(&name);
+        self.0.push((name, value.to_string()));
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RequestState {
+    method: String,
+    scheme: String,
+    host: String,
+    path_and_query: String,
+    headers: Headers,
+    client_ip: String,
+    context: HashMap<String, String>,
+}
+
+/// A request head for native tests, built like `TestRequest::get("/path").with_host("a.example")`.
+#[derive(Debug, Clone)]
+pub struct TestRequest(RefCell<RequestState>);
+
+impl TestRequest {
+    /// A request with `method` for `path_and_query` (e.g. `/a?b=c`), scheme `http`, no host,
+    /// client `127.0.0.1`.
+    pub fn new(method: &str, path_and_query: &str) -> Self {
+        TestRequest(RefCell::new(RequestState {
+            method: method.to_string(),
+            scheme: "http".to_string(),
+            host: String::new(),
+            path_and_query: path_and_query.to_string(),
+            headers: Headers::default(),
+            client_ip: "127.0.0.1".to_string(),
+            context: HashMap::new(),
+        }))
+    }
+    /// A `GET` request for `path_and_query`.
+    pub fn get(path_and_query: &str) -> Self {
+        Self::new("GET", path_and_query)
+    }
+    /// Sets the host (as the proxy reports it: lowercased, no port) and the `Host` header.
+    pub fn with_host(self, host: &str) -> Self {
+        {
+            let mut s = self.0.borrow_mut();
+            let bare = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
+            s.host = bare.map_or(host, |(h, _)| h).to_ascii_lowercase();
+            s.headers.set("host".to_string(), host);
+        }
+        self
+    }
+    /// Adds a header.
+    pub fn with_header(self, name: &str, value: &str) -> Self {
+        self.0
+            .borrow_mut()
+            .headers
+            .0
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Sets the scheme (`http` or `https`).
+    pub fn with_scheme(self, scheme: &str) -> Self {
+        self.0.borrow_mut().scheme = scheme.to_string();
+        self
+    }
+    /// Sets the client's IP address.
+    pub fn with_client_ip(self, ip: &str) -> Self {
+        self.0.borrow_mut().client_ip = ip.to_string();
+        self
+    }
+    /// The path and query as the plugin left them.
+    pub fn path_and_query(&self) -> String {
+        self.0.borrow().path_and_query.clone()
+    }
+    /// All headers as the plugin left them, in order.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.0.borrow().headers.0.clone()
+    }
+}
+
+impl RequestHead for TestRequest {
+    fn method(&self) -> String {
+        self.0.borrow().method.clone()
+    }
+    fn scheme(&self) -> String {
+        self.0.borrow().scheme.clone()
+    }
+    fn host(&self) -> String {
+        self.0.borrow().host.clone()
+    }
+    fn path(&self) -> String {
+        let s = self.0.borrow();
+        s.path_and_query
+            .split_once('?')
+            .map_or(s.path_and_query.as_str(), |(p, _)| p)
+            .to_string()
+    }
+    fn query(&self) -> Option<String> {
+        self.0
+            .borrow()
+            .path_and_query
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.borrow().headers.first(name)
+    }
+    fn header_all(&self, name: &str) -> Vec<String> {
+        self.0.borrow().headers.all(name)
+    }
+    fn header_names(&self) -> Vec<String> {
+        self.0.borrow().headers.names()
+    }
+    fn client_ip(&self) -> String {
+        self.0.borrow().client_ip.clone()
+    }
+    fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
+        let name = check_header_change(name, Some(value), true)?;
+        self.0.borrow_mut().headers.set(name, value);
+        Ok(())
+    }
+    fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
+        let name = check_header_change(name, Some(value), true)?;
+        self.0
+            .borrow_mut()
+            .headers
+            .0
+            .push((name, value.to_string()));
+        Ok(())
+    }
+    fn remove_header(&self, name: &str) -> Result<(), String> {
+        let name = check_header_change(name, None, true)?;
+        self.0.borrow_mut().headers.remove(&name);
+        Ok(())
+    }
+    fn set_path_and_query(&self, path_and_query: &str) -> Result<(), String> {
+        if !path_and_query.starts_with('/') {
+            return Err(format!("path must start with '/': {path_and_query:?}"));
+        }
+        self.0.borrow_mut().path_and_query = path_and_query.to_string();
+        Ok(())
+    }
+    fn context(&self, key: &str) -> Option<String> {
+        self.0.borrow().context.get(key).cloned()
+    }
+    fn set_context(&self, key: &str, value: &str) {
+        self.0
+            .borrow_mut()
+            .context
+            .insert(key.to_string(), value.to_string());
+    }
+}
+
+/// A response head for native tests.
+#[derive(Debug, Clone)]
+pub struct TestResponse(RefCell<(u16, Headers)>);
+
+impl TestResponse {
+    /// A response with `status` and no headers.
+    pub fn new(status: u16) -> Self {
+        TestResponse(RefCell::new((status, Headers::default())))
+    }
+    /// Adds a header.
+    pub fn with_header(self, name: &str, value: &str) -> Self {
+        self.0
+            .borrow_mut()
+            .1
+            .0
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+    /// All headers as the plugin left them, in order.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.0.borrow().1.0.clone()
+    }
+}
+
+impl ResponseHead for TestResponse {
+    fn status(&self) -> u16 {
+        self.0.borrow().0
+    }
+    fn set_status(&self, status: u16) -> Result<(), String> {
+        if !(100..=999).contains(&status) {
+            return Err(format!("invalid status {status}"));
+        }
+        self.0.borrow_mut().0 = status;
+        Ok(())
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.borrow().1.first(name)
+    }
+    fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
+        let name = check_header_change(name, Some(value), false)?;
+        self.0.borrow_mut().1.set(name, value);
+        Ok(())
+    }
+    fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
+        let name = check_header_change(name, Some(value), false)?;
+        self.0.borrow_mut().1.0.push((name, value.to_string()));
+        Ok(())
+    }
+    fn remove_header(&self, name: &str) -> Result<(), String> {
+        let name = check_header_change(name, None, false)?;
+        self.0.borrow_mut().1.remove(&name);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_reports_host_path_and_query() {
+        let req = TestRequest::get("/a/b?x=1").with_host("Api.Example.com:8080");
+        assert_eq!(req.host(), "api.example.com");
+        assert_eq!(req.path(), "/a/b");
+        assert_eq!(req.query().as_deref(), Some("x=1"));
+        assert_eq!(req.header("HOST").as_deref(), Some("Api.Example.com:8080"));
+    }
+
+    #[test]
+    fn framing_headers_are_protected() {
+        let req = TestRequest::get("/");
+        assert!(req.set_header("Content-Length", "5").is_err());
+        assert!(req.remove_header("transfer-encoding").is_err());
+        assert!(req.set_header("x-ok", "bad\r\nvalue").is_err());
+        assert!(req.set_header("x-ok", "fine").is_ok());
+        assert_eq!(req.header("X-OK").as_deref(), Some("fine"));
+    }
+
+    #[test]
+    fn host_functions_are_recorded() {
+        reset_test_host();
+        crate::host::counter_add("hits", 2);
+        crate::host::counter_add("hits", 3);
+        assert_eq!(crate::host::kv_increment("rr", 1), 1);
+        assert_eq!(crate::host::kv_increment("rr", 1), 2);
+        let host = reset_test_host();
+        assert_eq!(host.counters["hits"], 5);
+        assert_eq!(host.kv["rr"], "2");
+    }
+}

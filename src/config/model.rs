@@ -1,0 +1,169 @@
+//! The configuration file format, as serde types. This is the public TOML shape, not the
+//! running state: `crate::generation` builds that from a validated [`ConfigFile`].
+//!
+//! Values that later checks point at are `Spanned`, so every problem names its file:line:col.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::plugin::FailurePolicy;
+
+/// The default HTTP listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// The default deadline of one plugin call.
+pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 5;
+/// The default memory cap of one plugin instance.
+pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 32;
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFile {
+    pub server: ServerSection,
+    pub upstreams: Vec<Spanned<UpstreamSection>>,
+    pub sites: Vec<Spanned<SiteSection>>,
+    pub plugins: Vec<Spanned<PluginSection>>,
+}
+
+/// `[server]`: listeners, threads and the global filter chains.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerSection {
+    /// HTTP listener addresses (`ip:port`). Default `0.0.0.0:8080`.
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    /// Worker threads. Default: the number of CPUs.
+    pub threads: Option<Spanned<usize>>,
+    /// Request filters run on every request, before routing, in this order.
+    #[serde(default)]
+    pub request_filters: Vec<Spanned<String>>,
+    /// Response filters run on every proxied response, after site and route filters.
+    #[serde(default)]
+    pub response_filters: Vec<Spanned<String>>,
+}
+
+/// `[[upstream]]`: a named group of backends and how one is picked.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamSection {
+    pub name: Spanned<String>,
+    pub backends: Spanned<Vec<Spanned<BackendSection>>>,
+    /// A built-in balancer or a `[[plugin]]` with the balancer role. Default `round-robin`.
+    pub balancer: Option<Spanned<String>>,
+}
+
+/// One backend of an upstream: `{ address = "10.0.0.1:80", weight = 2, tags = ["a"] }`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackendSection {
+    pub address: Spanned<String>,
+    /// Relative weight for weighted balancers; at least 1. Default 1.
+    pub weight: Option<Spanned<u32>>,
+    /// Labels a split can select (`tag("b")`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `[[site]]`: a set of host names with their routes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SiteSection {
+    /// Used in route names and logs. Default: the first host.
+    pub name: Option<Spanned<String>>,
+    /// Exact names, `*.example.com` wildcards (any depth of subdomain), or `*` (any other host).
+    pub hosts: Spanned<Vec<Spanned<String>>>,
+    /// Request filters run on this site's requests after routing, before the route's own.
+    #[serde(default)]
+    pub request_filters: Vec<Spanned<String>>,
+    /// Response filters run on this site's responses after the route's own.
+    #[serde(default)]
+    pub response_filters: Vec<Spanned<String>>,
+    /// The routes, filled from `[[site.route]]` (read separately, to report each one's problems).
+    #[serde(skip)]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+/// `[[site.route]]`: a path prefix and matchers, and where matching requests go.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteSection {
+    /// The route's name in logs and metrics. Default `<site>/<index>`.
+    pub name: Option<Spanned<String>>,
+    /// Matches the path itself and everything below it (`/api` matches `/api` and `/api/x`, not
+    /// `/apix`). Default `/`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// Only these methods match. Default: any.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Header name → exact value, or `true` for "present with any value".
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<MatchValue>>,
+    /// Query parameter → exact value, or `true` for "present".
+    #[serde(default)]
+    pub query: BTreeMap<String, Spanned<MatchValue>>,
+    /// The `[[upstream]]` to proxy to.
+    pub upstream: Spanned<String>,
+    /// Remove the matched prefix from the path before proxying. Default false.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// A `[[plugin]]` with the split role that picks a variant for this route's requests.
+    pub split: Option<Spanned<String>>,
+    /// Request filters run after the site's.
+    #[serde(default)]
+    pub request_filters: Vec<Spanned<String>>,
+    /// Response filters run before the site's.
+    #[serde(default)]
+    pub response_filters: Vec<Spanned<String>>,
+}
+
+/// A matcher value: an exact string, or `true` for presence.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum MatchValue {
+    Exact(String),
+    Present(bool),
+}
+
+impl<'de> Deserialize<'de> for MatchValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = MatchValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string (exact value) or true (present)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MatchValue, E> {
+                Ok(MatchValue::Exact(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<MatchValue, E> {
+                if v {
+                    Ok(MatchValue::Present(true))
+                } else {
+                    Err(E::custom("use true (present) or a string value"))
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `[[plugin]]`: a user plugin, or a built-in under another name with its own config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PluginSection {
+    /// How routes, upstreams and chains refer to it.
+    pub name: Spanned<String>,
+    /// A component file, relative to the configuration file. Exactly one of `path`/`builtin`.
+    pub path: Option<Spanned<String>>,
+    /// A built-in plugin's name (`router`, `round-robin`…).
+    pub builtin: Option<Spanned<String>>,
+    /// The component's expected sha256 (hex); loading fails when it differs.
+    pub sha256: Option<Spanned<String>>,
+    /// The roles to use. Default: every role the component exports. A `router` plugin replaces
+    /// the built-in router.
+    pub roles: Option<Vec<Spanned<String>>>,
+    /// Handed to the plugin's `configure` as JSON. Default `{}`.
+    pub config: Option<serde_json::Value>,
+    /// `closed` (default: the request fails) or `open` (the plugin is skipped).
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// Deadline of one call, in milliseconds. Default 5.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Memory cap of one instance, in MiB. Default 32.
+    pub memory_limit_mb: Option<Spanned<u64>>,
+}

@@ -1,0 +1,293 @@
+//! Checks of a parsed [`ConfigFile`] that need no plugin loaded: addresses, names, references
+//! between sections, ranges. Every problem is collected.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use super::diagnostics::Collector;
+use super::model::{ConfigFile, DEFAULT_LISTEN};
+use crate::plugin::{MAX_PLUGIN_MEMORY_BYTES, Role, builtin_names};
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_host_pattern(host: &str) -> bool {
+    if host == "*" {
+        return true;
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Resolves `ip:port` or `name:port` to socket addresses.
+pub fn resolve_address(address: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    use std::net::ToSocketAddrs;
+    match address.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            if addrs.is_empty() {
+                Err(format!("`{address}` resolves to no address"))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) => Err(format!("`{address}` is not a valid host:port ({e})")),
+    }
+}
+
+/// Records every problem of `config` in `c`.
+pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
+    validate_server(config, c);
+    let plugin_names = validate_plugins(config, c);
+    let builtins: HashSet<&str> = builtin_names().collect();
+    let known_plugin = |name: &str| plugin_names.contains(name) || builtins.contains(name);
+
+    for chain in [
+        &config.server.request_filters,
+        &config.server.response_filters,
+    ] {
+        for f in chain {
+            if !known_plugin(f.get_ref()) {
+                c.error(
+                    f.span(),
+                    format!("unknown plugin `{}` in filter chain", f.get_ref()),
+                );
+            }
+        }
+    }
+
+    let mut upstreams: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
+    for u in &config.upstreams {
+        let u = u.get_ref();
+        let name = u.name.get_ref();
+        if name.is_empty() {
+            c.error(u.name.span(), "upstream name must not be empty");
+        } else if let Some(first) = upstreams.insert(name, u.name.span()) {
+            let line = c.source.at(first, "").line;
+            c.error(
+                u.name.span(),
+                format!("upstream `{name}` is already defined on line {line}"),
+            );
+        }
+        if u.backends.get_ref().is_empty() {
+            c.error(
+                u.backends.span(),
+                format!("upstream `{name}` has no backends"),
+            );
+        }
+        for b in u.backends.get_ref() {
+            let b = b.get_ref();
+            if let Err(e) = resolve_address(b.address.get_ref()) {
+                c.error(b.address.span(), format!("backend address: {e}"));
+            }
+            if let Some(w) = &b.weight {
+                if *w.get_ref() == 0 {
+                    c.error(w.span(), "backend weight must be at least 1");
+                }
+            }
+        }
+        if let Some(balancer) = &u.balancer {
+            if !known_plugin(balancer.get_ref()) {
+                c.error(
+                    balancer.span(),
+                    format!(
+                        "unknown balancer `{}` (a built-in or a [[plugin]] name)",
+                        balancer.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    let mut hosts: HashMap<String, std::ops::Range<usize>> = HashMap::new();
+    let mut route_names: HashSet<String> = HashSet::new();
+    for site in &config.sites {
+        let site = site.get_ref();
+        if site.hosts.get_ref().is_empty() {
+            c.error(
+                site.hosts.span(),
+                "a site needs at least one host (use \"*\" for any host)",
+            );
+        }
+        for host in site.hosts.get_ref() {
+            let h = host.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if !is_host_pattern(&h) {
+                c.error(
+                    host.span(),
+                    format!(
+                        "invalid host `{}` (exact name, *.domain or *)",
+                        host.get_ref()
+                    ),
+                );
+            } else if let Some(first) = hosts.insert(h.clone(), host.span()) {
+                let line = c.source.at(first, "").line;
+                c.error(
+                    host.span(),
+                    format!("host `{h}` is already used on line {line}"),
+                );
+            }
+        }
+        for chain in [&site.request_filters, &site.response_filters] {
+            for f in chain {
+                if !known_plugin(f.get_ref()) {
+                    c.error(
+                        f.span(),
+                        format!("unknown plugin `{}` in filter chain", f.get_ref()),
+                    );
+                }
+            }
+        }
+        for route in &site.routes {
+            let r = route.get_ref();
+            if let Some(name) = &r.name {
+                if !route_names.insert(name.get_ref().clone()) {
+                    c.error(
+                        name.span(),
+                        format!("route name `{}` is used twice", name.get_ref()),
+                    );
+                }
+            }
+            if let Some(prefix) = &r.path_prefix {
+                if !prefix.get_ref().starts_with('/') {
+                    c.error(prefix.span(), "path_prefix must start with '/'");
+                }
+            }
+            for m in &r.methods {
+                if !is_token(m.get_ref()) {
+                    c.error(m.span(), format!("invalid method `{}`", m.get_ref()));
+                }
+            }
+            for name in r.headers.keys() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    c.error(
+                        route.span(),
+                        format!("invalid header name `{name}` in headers matcher"),
+                    );
+                }
+            }
+            if !upstreams.contains_key(r.upstream.get_ref().as_str()) {
+                c.error(
+                    r.upstream.span(),
+                    format!("unknown upstream `{}`", r.upstream.get_ref()),
+                );
+            }
+            if let Some(split) = &r.split {
+                if !known_plugin(split.get_ref()) {
+                    c.error(
+                        split.span(),
+                        format!("unknown split plugin `{}`", split.get_ref()),
+                    );
+                }
+            }
+            for chain in [&r.request_filters, &r.response_filters] {
+                for f in chain {
+                    if !known_plugin(f.get_ref()) {
+                        c.error(
+                            f.span(),
+                            format!("unknown plugin `{}` in filter chain", f.get_ref()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
+    for listen in &config.server.listen {
+        if listen.get_ref().parse::<SocketAddr>().is_err() {
+            c.error(
+                listen.span(),
+                format!(
+                    "listen address `{}` is not ip:port (e.g. {DEFAULT_LISTEN})",
+                    listen.get_ref()
+                ),
+            );
+        }
+    }
+    if let Some(threads) = &config.server.threads {
+        if *threads.get_ref() == 0 || *threads.get_ref() > 1024 {
+            c.error(threads.span(), "threads must be between 1 and 1024");
+        }
+    }
+}
+
+/// Checks the `[[plugin]]` tables and returns their names.
+fn validate_plugins(config: &ConfigFile, c: &mut Collector<'_>) -> HashSet<String> {
+    let builtins: HashSet<&str> = builtin_names().collect();
+    let mut names = HashSet::new();
+    for p in &config.plugins {
+        let span = p.span();
+        let p = p.get_ref();
+        let name = p.name.get_ref();
+        if name.is_empty() {
+            c.error(p.name.span(), "plugin name must not be empty");
+        } else if builtins.contains(name.as_str()) {
+            c.error(
+                p.name.span(),
+                format!("`{name}` is the name of a built-in plugin; choose another name"),
+            );
+        } else if !names.insert(name.clone()) {
+            c.error(p.name.span(), format!("plugin `{name}` is defined twice"));
+        }
+        match (&p.path, &p.builtin) {
+            (Some(_), Some(b)) => c.error(b.span(), "set either `path` or `builtin`, not both"),
+            (None, None) => c.error(
+                span,
+                format!("plugin `{name}` needs `path` (a component file) or `builtin`"),
+            ),
+            (None, Some(b)) if !builtins.contains(b.get_ref().as_str()) => {
+                let known: Vec<_> = builtin_names().collect();
+                c.error(
+                    b.span(),
+                    format!(
+                        "unknown built-in `{}` (built-ins: {})",
+                        b.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if let Some(sha) = &p.sha256 {
+            let s = sha.get_ref();
+            if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                c.error(sha.span(), "sha256 must be 64 hexadecimal digits");
+            }
+        }
+        for role in p.roles.iter().flatten() {
+            if Role::from_config_name(role.get_ref()).is_none() {
+                c.error(role.span(), format!("unknown role `{}` (router, request_filter, response_filter, split, balancer)", role.get_ref()));
+            }
+        }
+        if let Some(t) = &p.timeout_ms {
+            if *t.get_ref() == 0 || *t.get_ref() > 60_000 {
+                c.error(t.span(), "timeout_ms must be between 1 and 60000");
+            }
+        }
+        if let Some(m) = &p.memory_limit_mb {
+            let max = (MAX_PLUGIN_MEMORY_BYTES >> 20) as u64;
+            if *m.get_ref() == 0 || *m.get_ref() > max {
+                c.error(
+                    m.span(),
+                    format!("memory_limit_mb must be between 1 and {max}"),
+                );
+            }
+        }
+    }
+    names
+}

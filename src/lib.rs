@@ -1,0 +1,8 @@
+//! Switchyard: a reverse proxy on Pingora whose every traffic decision is a WebAssembly plugin.
+
+pub mod config;
+pub mod demo;
+pub mod generation;
+pub mod plugin;
+pub mod proxy;
+pub mod upstream;

@@ -1,0 +1,166 @@
+//! The `switchyard` command line: `run`, `check` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchyard::demo::{EchoOrigin, demo_config};
+use switchyard::plugin::PluginEngine;
+use switchyard::{generation, proxy};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A reverse proxy on Pingora whose every traffic decision is a WebAssembly plugin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a configuration file.
+    Run {
+        /// The TOML configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file (and load its plugins) without serving: exit 0, or print every
+    /// problem as file:line:col and exit 1.
+    Check {
+        /// The TOML configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the built-in demo: two in-process backends behind the proxy, no configuration needed.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn engine_or_exit() -> std::sync::Arc<PluginEngine> {
+    match PluginEngine::new() {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the plugin engine: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => {
+            let engine = engine_or_exit();
+            match generation::load(&config, &engine) {
+                Ok(g) => {
+                    let names: Vec<_> = g.plugins.iter().map(|p| p.name().to_string()).collect();
+                    println!(
+                        "{}: ok ({} upstreams, {} routes, plugins: {})",
+                        config.display(),
+                        g.upstreams.len(),
+                        g.routes.len(),
+                        names.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    eprintln!("{}: {} problem(s)", config.display(), problems.0.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { config } => {
+            let engine = engine_or_exit();
+            match generation::load(&config, &engine) {
+                Ok(g) => proxy::server::run_server(g),
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { listen } => run_demo(listen),
+    }
+}
+
+fn run_demo(listen: SocketAddr) -> ExitCode {
+    // The origins get their own runtime thread; Pingora runs its own.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match (
+                EchoOrigin::start("backend-a").await,
+                EchoOrigin::start("backend-b").await,
+            ) {
+                (Ok(a), Ok(b)) => {
+                    let _ = tx.send(Ok((a.addr, b.addr)));
+                    std::future::pending::<()>().await;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            }
+        });
+    });
+    let (a, b) = match rx.recv() {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(e)) => {
+            eprintln!("switchyard demo: cannot start the demo backends: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("switchyard demo: cannot start the demo backends: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = engine_or_exit();
+    let text = demo_config(listen, a, b);
+    match generation::load_text(std::path::Path::new("<demo>"), &text, &engine) {
+        Ok(g) => {
+            println!(
+                "Switchyard demo on http://{listen} (backends: backend-a on {a}, backend-b on {b})"
+            );
+            println!("Try:");
+            println!(
+                "  curl -i http://{listen}/            # round-robin over backend-a and backend-b"
+            );
+            println!(
+                "  curl -i http://{listen}/api/users   # /api goes to backend-b, with the prefix stripped"
+            );
+            println!("The demo's configuration:\n{text}");
+            proxy::server::run_server(g)
+        }
+        Err(problems) => {
+            eprintln!("{problems}");
+            ExitCode::FAILURE
+        }
+    }
+}

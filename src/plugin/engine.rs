@@ -1,0 +1,85 @@
+//! The process's one `wasmtime::Engine` (epoch interruption, pooling allocator) with its linker
+//! and the ticker thread that advances the epoch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::HostView;
+use super::host_state::HostState;
+
+/// How often the epoch advances; plugin deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The largest linear memory any plugin may be configured with.
+pub const MAX_PLUGIN_MEMORY_BYTES: usize = 256 << 20;
+
+/// How many instances (of all plugins together) may be alive at once.
+const MAX_LIVE_INSTANCES: u32 = 1000;
+
+/// The engine, linker and epoch ticker shared by every plugin in the process.
+pub struct PluginEngine {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+impl PluginEngine {
+    /// Builds the engine and starts the epoch ticker.
+    pub fn new() -> anyhow::Result<Arc<Self>> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(MAX_LIVE_INSTANCES)
+            .total_core_instances(MAX_LIVE_INSTANCES * 2)
+            .total_memories(MAX_LIVE_INSTANCES)
+            .total_tables(MAX_LIVE_INSTANCES * 2)
+            .max_memory_size(MAX_PLUGIN_MEMORY_BYTES)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(32);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        HostView::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(Arc::new(PluginEngine {
+            engine,
+            linker,
+            ticker: Some((stop, handle)),
+        }))
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        if let Some((stop, handle)) = self.ticker.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+}

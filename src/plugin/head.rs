@@ -1,0 +1,299 @@
+//! The request and response heads as plugins see them: the live Pingora headers, moved into the
+//! plugin's store for the duration of a call, plus the per-request facts plugins may read.
+//!
+//! Heads are moved with `std::mem::swap`, never copied: a plugin call costs what the plugin
+//! reads, not the size of the request. Every change goes through the same checks, so no plugin
+//! can alter framing or hop-by-hop headers.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// Headers a plugin may not set, append or remove: framing and hop-by-hop headers. The SDK's
+/// test kit enforces the same list, from the same constant.
+pub use switchyard_sdk::testkit::PROTECTED_HEADERS;
+
+/// A request head and what plugins may know about the request it belongs to.
+#[derive(Debug)]
+pub struct RequestView {
+    /// The head as it will be sent upstream.
+    pub head: RequestHeader,
+    /// The client's address, when known.
+    pub client_ip: Option<IpAddr>,
+    /// Whether the client connected over TLS.
+    pub https: bool,
+    /// Values plugins left for later plugins and the access log (`set-context`).
+    pub context: Vec<(String, String)>,
+}
+
+/// An empty head to hold a place while the real one is elsewhere.
+pub fn placeholder_request_head() -> RequestHeader {
+    let (parts, ()) = http::Request::new(()).into_parts();
+    RequestHeader::from(parts)
+}
+
+/// An empty response head to hold a place while the real one is elsewhere.
+pub fn placeholder_response_head() -> ResponseHeader {
+    let (parts, ()) = http::Response::new(()).into_parts();
+    ResponseHeader::from(parts)
+}
+
+impl Default for RequestView {
+    fn default() -> Self {
+        RequestView {
+            head: placeholder_request_head(),
+            client_ip: None,
+            https: false,
+            context: Vec::new(),
+        }
+    }
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    match value.to_str() {
+        Ok(s) => s.to_string(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+    }
+}
+
+/// Validates a header change a plugin asked for; `value` is `None` for a removal.
+pub fn checked_header(
+    name: &str,
+    value: Option<&str>,
+    is_request: bool,
+) -> Result<(HeaderName, Option<HeaderValue>), String> {
+    let header_name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("invalid header name {name:?}"))?;
+    let lower = header_name.as_str();
+    if PROTECTED_HEADERS.contains(&lower) || (is_request && lower == "host" && value.is_none()) {
+        return Err(format!("header {lower} is protected"));
+    }
+    let header_value = match value {
+        Some(v) => Some(
+            HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {lower}"))?,
+        ),
+        None => None,
+    };
+    Ok((header_name, header_value))
+}
+
+impl RequestView {
+    /// The method as text.
+    pub fn method(&self) -> &str {
+        self.head.method.as_str()
+    }
+
+    /// The requested host: the target's authority, else the `Host` header; lowercased, without
+    /// port or trailing dot.
+    pub fn host(&self) -> String {
+        let raw = match self.head.uri.host() {
+            Some(h) => h.to_string(),
+            None => match self.head.headers.get(http::header::HOST) {
+                Some(v) => lossy(v),
+                None => return String::new(),
+            },
+        };
+        let without_port = if raw.starts_with('[') {
+            // [v6]:port → [v6]
+            raw.split_once(']')
+                .map_or(raw.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .to_string()
+        } else {
+            raw.rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(raw.clone(), |(h, _)| h.to_string())
+        };
+        without_port.trim_end_matches('.').to_ascii_lowercase()
+    }
+
+    /// The path of the target, without the query.
+    pub fn path(&self) -> &str {
+        self.head.uri.path()
+    }
+
+    /// The query of the target, without `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.head.uri.query()
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.headers.get(name).map(lossy)
+    }
+
+    /// All values of a header.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.head.headers.get_all(name).iter().map(lossy).collect()
+    }
+
+    /// Lowercased header names, each once.
+    pub fn header_names(&self) -> Vec<String> {
+        self.head
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .collect()
+    }
+
+    /// Replaces a header's values.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let (name, value) = checked_header(name, Some(value), true)?;
+        let value = value.ok_or("missing value")?;
+        self.head
+            .insert_header(name, value)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Adds a header value.
+    pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let (name, value) = checked_header(name, Some(value), true)?;
+        let value = value.ok_or("missing value")?;
+        self.head
+            .append_header(name, value)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes a header.
+    pub fn remove_header(&mut self, name: &str) -> Result<(), String> {
+        let (name, _) = checked_header(name, None, true)?;
+        self.head.remove_header(&name);
+        Ok(())
+    }
+
+    /// Replaces path and query.
+    pub fn set_path_and_query(&mut self, path_and_query: &str) -> Result<(), String> {
+        if !path_and_query.starts_with('/') {
+            return Err(format!("path must start with '/': {path_and_query:?}"));
+        }
+        let mut parts = self.head.uri.clone().into_parts();
+        parts.path_and_query = Some(
+            path_and_query
+                .parse()
+                .map_err(|_| format!("invalid path {path_and_query:?}"))?,
+        );
+        let uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
+        self.head.set_uri(uri);
+        Ok(())
+    }
+
+    /// A context value.
+    pub fn context(&self, key: &str) -> Option<&str> {
+        self.context
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets a context value.
+    pub fn set_context(&mut self, key: &str, value: &str) {
+        match self.context.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => self.context.push((key.to_string(), value.to_string())),
+        }
+    }
+}
+
+/// Response-head operations with the plugin checks applied.
+pub mod response {
+    use super::*;
+
+    /// The first value of a header.
+    pub fn header(head: &ResponseHeader, name: &str) -> Option<String> {
+        head.headers.get(name).map(lossy)
+    }
+
+    /// Replaces a header's values.
+    pub fn set_header(head: &mut ResponseHeader, name: &str, value: &str) -> Result<(), String> {
+        let (name, value) = checked_header(name, Some(value), false)?;
+        head.insert_header(name, value.ok_or("missing value")?)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Adds a header value.
+    pub fn append_header(head: &mut ResponseHeader, name: &str, value: &str) -> Result<(), String> {
+        let (name, value) = checked_header(name, Some(value), false)?;
+        head.append_header(name, value.ok_or("missing value")?)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes a header.
+    pub fn remove_header(head: &mut ResponseHeader, name: &str) -> Result<(), String> {
+        let (name, _) = checked_header(name, None, false)?;
+        head.remove_header(&name);
+        Ok(())
+    }
+
+    /// Changes the status.
+    pub fn set_status(head: &mut ResponseHeader, status: u16) -> Result<(), String> {
+        if !(100..=999).contains(&status) {
+            return Err(format!("invalid status {status}"));
+        }
+        head.set_status(status).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(target: &str, headers: &[(&str, &str)]) -> RequestView {
+        let mut head = match RequestHeader::build("GET", target.as_bytes(), None) {
+            Ok(h) => h,
+            Err(e) => panic!("{e}"),
+        };
+        for (n, v) in headers {
+            let _ = head.append_header(n.to_string(), *v);
+        }
+        RequestView {
+            head,
+            ..RequestView::default()
+        }
+    }
+
+    #[test]
+    fn host_comes_from_authority_or_host_header_without_port() {
+        assert_eq!(
+            view("/", &[("Host", "Example.COM:8080")]).host(),
+            "example.com"
+        );
+        assert_eq!(view("/", &[("Host", "[::1]:80")]).host(), "::1");
+        assert_eq!(
+            view("http://a.example./x", &[("Host", "b.example")]).host(),
+            "a.example"
+        );
+        assert_eq!(view("/", &[]).host(), "");
+    }
+
+    #[test]
+    fn framing_headers_cannot_be_changed() {
+        let mut v = view("/", &[("Content-Length", "5")]);
+        assert!(v.set_header("content-length", "0").is_err());
+        assert!(v.remove_header("Transfer-Encoding").is_err());
+        assert!(v.remove_header("host").is_err());
+        assert!(v.set_header("x-a", "b\nc").is_err());
+        assert!(v.set_header("bad name", "x").is_err());
+        assert_eq!(v.header("content-length").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn path_rewrite_keeps_a_valid_uri() {
+        let mut v = view("/api/users?x=1", &[]);
+        assert!(v.set_path_and_query("/users?x=1").is_ok());
+        assert_eq!(v.path(), "/users");
+        assert_eq!(v.query(), Some("x=1"));
+        assert!(v.set_path_and_query("relative").is_err());
+    }
+}
+
+/// Validates a header of a reply a plugin composed (same rules as `set-header` on a response).
+pub fn checked_response_header(
+    name: &str,
+    value: &str,
+) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = checked_header(name, Some(value), false)?;
+    Ok((name, value.ok_or("missing value")?))
+}

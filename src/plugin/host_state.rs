@@ -1,0 +1,308 @@
+//! What a plugin instance's store holds, and the host side of the WIT imports: the request and
+//! response resources, and the `host` interface (log, metrics, clocks, random, key-value store).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pingora::http::ResponseHeader;
+use wasmtime::component::Resource;
+
+use super::bindings::{host, types};
+use super::head::{self, RequestView};
+use super::stats::PluginStats;
+
+/// The `request` resource. The store holds one current request, so every handle has rep 0.
+pub struct RequestResource;
+/// The `response` resource; like [`RequestResource`], always the store's current response.
+pub struct ResponseResource;
+
+/// The limits of the shared key-value store (documented in the WIT `host.kv-set`).
+const KV_MAX_KEYS: usize = 1024;
+const KV_MAX_KEY_BYTES: usize = 256;
+const KV_MAX_VALUE_BYTES: usize = 4096;
+
+/// State one plugin shares across all its instances: identity, stats, the key-value store and
+/// the metrics the plugin reports through `host`.
+#[derive(Debug)]
+pub struct PluginShared {
+    /// The plugin's name from the configuration (or the built-in's name).
+    pub name: Arc<str>,
+    /// Calls, traps, timeouts and time spent.
+    pub stats: PluginStats,
+    kv: Mutex<HashMap<String, String>>,
+    /// Counters the plugin reported with `counter-add`.
+    pub counters: Mutex<HashMap<String, u64>>,
+    /// (count, sum) of the observations the plugin reported with `histogram-record`.
+    pub histograms: Mutex<HashMap<String, (u64, f64)>>,
+}
+
+impl PluginShared {
+    /// Fresh shared state for the plugin `name`.
+    pub fn new(name: &str) -> Self {
+        PluginShared {
+            name: Arc::from(name),
+            stats: PluginStats::default(),
+            kv: Mutex::new(HashMap::new()),
+            counters: Mutex::new(HashMap::new()),
+            histograms: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Caps an instance's linear memory and tables; remembers a refusal so the resulting trap is
+/// reported as a memory breach rather than a generic trap.
+#[derive(Debug)]
+pub struct MemoryCap {
+    pub max_bytes: usize,
+    pub breached: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.breached = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The data of one instance's store.
+pub struct HostState {
+    pub shared: Arc<PluginShared>,
+    /// The request of the call in progress (a placeholder between calls).
+    pub request: RequestView,
+    /// The response of the call in progress (a placeholder between calls).
+    pub response: ResponseHeader,
+    pub memory: MemoryCap,
+    random_state: u64,
+    started: Instant,
+}
+
+impl HostState {
+    /// State for a new instance of the plugin described by `shared`.
+    pub fn new(shared: Arc<PluginShared>, max_memory_bytes: usize, seed: u64) -> Self {
+        HostState {
+            shared,
+            request: RequestView::default(),
+            response: head::placeholder_response_head(),
+            memory: MemoryCap {
+                max_bytes: max_memory_bytes,
+                breached: false,
+            },
+            random_state: seed,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestResource>) -> String {
+        self.request.method().to_string()
+    }
+    fn scheme(&mut self, _: Resource<RequestResource>) -> String {
+        if self.request.https { "https" } else { "http" }.to_string()
+    }
+    fn host(&mut self, _: Resource<RequestResource>) -> String {
+        self.request.host()
+    }
+    fn path(&mut self, _: Resource<RequestResource>) -> String {
+        self.request.path().to_string()
+    }
+    fn query(&mut self, _: Resource<RequestResource>) -> Option<String> {
+        self.request.query().map(str::to_string)
+    }
+    fn header(&mut self, _: Resource<RequestResource>, name: String) -> Option<String> {
+        self.request.header(&name)
+    }
+    fn header_all(&mut self, _: Resource<RequestResource>, name: String) -> Vec<String> {
+        self.request.header_all(&name)
+    }
+    fn header_names(&mut self, _: Resource<RequestResource>) -> Vec<String> {
+        self.request.header_names()
+    }
+    fn client_ip(&mut self, _: Resource<RequestResource>) -> String {
+        self.request
+            .client_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+    }
+    fn set_header(
+        &mut self,
+        _: Resource<RequestResource>,
+        name: String,
+        value: String,
+    ) -> Result<(), String> {
+        self.request.set_header(&name, &value)
+    }
+    fn append_header(
+        &mut self,
+        _: Resource<RequestResource>,
+        name: String,
+        value: String,
+    ) -> Result<(), String> {
+        self.request.append_header(&name, &value)
+    }
+    fn remove_header(&mut self, _: Resource<RequestResource>, name: String) -> Result<(), String> {
+        self.request.remove_header(&name)
+    }
+    fn set_path_and_query(
+        &mut self,
+        _: Resource<RequestResource>,
+        path_and_query: String,
+    ) -> Result<(), String> {
+        self.request.set_path_and_query(&path_and_query)
+    }
+    fn context(&mut self, _: Resource<RequestResource>, key: String) -> Option<String> {
+        self.request.context(&key).map(str::to_string)
+    }
+    fn set_context(&mut self, _: Resource<RequestResource>, key: String, value: String) {
+        self.request.set_context(&key, &value)
+    }
+    fn drop(&mut self, _: Resource<RequestResource>) -> wasmtime::Result<()> {
+        // Handles are borrows of the store's current request; nothing to free.
+        Ok(())
+    }
+}
+
+impl types::HostResponse for HostState {
+    fn status(&mut self, _: Resource<ResponseResource>) -> u16 {
+        self.response.status.as_u16()
+    }
+    fn set_status(&mut self, _: Resource<ResponseResource>, status: u16) -> Result<(), String> {
+        head::response::set_status(&mut self.response, status)
+    }
+    fn header(&mut self, _: Resource<ResponseResource>, name: String) -> Option<String> {
+        head::response::header(&self.response, &name)
+    }
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseResource>,
+        name: String,
+        value: String,
+    ) -> Result<(), String> {
+        head::response::set_header(&mut self.response, &name, &value)
+    }
+    fn append_header(
+        &mut self,
+        _: Resource<ResponseResource>,
+        name: String,
+        value: String,
+    ) -> Result<(), String> {
+        head::response::append_header(&mut self.response, &name, &value)
+    }
+    fn remove_header(&mut self, _: Resource<ResponseResource>, name: String) -> Result<(), String> {
+        head::response::remove_header(&mut self.response, &name)
+    }
+    fn drop(&mut self, _: Resource<ResponseResource>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let plugin = &*self.shared.name;
+        match level {
+            types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            types::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            types::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        if let Ok(mut counters) = self.shared.counters.lock() {
+            let slot = counters.entry(name).or_default();
+            *slot = slot.saturating_add(delta);
+        }
+    }
+
+    fn histogram_record(&mut self, name: String, value: f64) {
+        if let Ok(mut histograms) = self.shared.histograms.lock() {
+            let slot = histograms.entry(name).or_default();
+            slot.0 += 1;
+            slot.1 += value;
+        }
+    }
+
+    fn now_unix_ms(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn monotonic_ns(&mut self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    fn random_u64(&mut self) -> u64 {
+        // splitmix64: fast and good enough for balancing and sampling decisions.
+        self.random_state = self.random_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.random_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<String> {
+        self.shared.kv.lock().ok()?.get(&key).cloned()
+    }
+
+    fn kv_set(&mut self, key: String, value: String) -> Result<(), String> {
+        if key.len() > KV_MAX_KEY_BYTES || value.len() > KV_MAX_VALUE_BYTES {
+            return Err(format!(
+                "key-value limits: keys ≤ {KV_MAX_KEY_BYTES} bytes, values ≤ {KV_MAX_VALUE_BYTES} bytes"
+            ));
+        }
+        let mut kv = self
+            .shared
+            .kv
+            .lock()
+            .map_err(|_| "key-value store unavailable".to_string())?;
+        if kv.len() >= KV_MAX_KEYS && !kv.contains_key(&key) {
+            return Err(format!("key-value store is full ({KV_MAX_KEYS} keys)"));
+        }
+        kv.insert(key, value);
+        Ok(())
+    }
+
+    fn kv_delete(&mut self, key: String) {
+        if let Ok(mut kv) = self.shared.kv.lock() {
+            kv.remove(&key);
+        }
+    }
+
+    fn kv_increment(&mut self, key: String, delta: i64) -> i64 {
+        let Ok(mut kv) = self.shared.kv.lock() else {
+            return 0;
+        };
+        if key.len() > KV_MAX_KEY_BYTES || (kv.len() >= KV_MAX_KEYS && !kv.contains_key(&key)) {
+            // Over the limits the counter is not stored; the caller still gets a usable value.
+            return delta;
+        }
+        let slot = kv.entry(key).or_insert_with(|| "0".to_string());
+        let next = slot.parse::<i64>().unwrap_or(0).wrapping_add(delta);
+        *slot = next.to_string();
+        next
+    }
+}

@@ -1,0 +1,355 @@
+//! A loaded plugin: its compiled component, the roles it exports, and a pool of configured
+//! instances reused across requests.
+//!
+//! Compilation and role detection happen once per load. Instances are created on demand (at
+//! most one per concurrently calling thread, since calls are synchronous), configured once, and
+//! returned to the pool after each successful call. An instance whose call trapped, timed out or
+//! breached its memory cap is dropped; the next call gets a fresh one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use pingora::http::ResponseHeader;
+use wasmtime::component::{Component, InstancePre};
+use wasmtime::{Store, Trap};
+
+use super::bindings::{balancer, request_filter, response_filter, router, split};
+use super::engine::{EPOCH_TICK, MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
+use super::error::{FailurePolicy, PluginError, PluginFailure};
+use super::head::RequestView;
+use super::host_state::{HostState, PluginShared};
+
+/// The roles a component can export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Router,
+    RequestFilter,
+    ResponseFilter,
+    Split,
+    Balancer,
+}
+
+impl Role {
+    /// Every role, in pipeline order.
+    pub const ALL: [Role; 5] = [
+        Role::RequestFilter,
+        Role::Router,
+        Role::Split,
+        Role::Balancer,
+        Role::ResponseFilter,
+    ];
+
+    /// The role's name in configuration files and the WIT (`request-filter` is `request_filter`
+    /// in TOML).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::RequestFilter => "request_filter",
+            Role::ResponseFilter => "response_filter",
+            Role::Split => "split",
+            Role::Balancer => "balancer",
+        }
+    }
+
+    /// Parses a configuration name.
+    pub fn from_config_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.config_name() == name)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.config_name())
+    }
+}
+
+/// How a plugin is run.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// The plugin's name, used in logs, metrics and errors.
+    pub name: String,
+    /// The JSON handed to every exported role's `configure`.
+    pub config_json: String,
+    /// What a request gets when the plugin fails.
+    pub failure: FailurePolicy,
+    /// The deadline of one call.
+    pub timeout: Duration,
+    /// The cap on the instance's linear memory.
+    pub memory_limit_bytes: usize,
+    /// How many idle instances to keep.
+    pub pool_size: usize,
+}
+
+/// The deadline for instantiating and configuring an instance: configuration may build tables.
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Default)]
+struct RoleIndices {
+    router: Option<router::GuestIndices>,
+    request_filter: Option<request_filter::GuestIndices>,
+    response_filter: Option<response_filter::GuestIndices>,
+    split: Option<split::GuestIndices>,
+    balancer: Option<balancer::GuestIndices>,
+}
+
+/// One configured instance and its store.
+pub(crate) struct PluginInstance {
+    pub(crate) store: Store<HostState>,
+    pub(crate) router: Option<router::Guest>,
+    pub(crate) request_filter: Option<request_filter::Guest>,
+    pub(crate) response_filter: Option<response_filter::Guest>,
+    pub(crate) split: Option<split::Guest>,
+    pub(crate) balancer: Option<balancer::Guest>,
+}
+
+/// A compiled, validated and configured plugin.
+pub struct LoadedPlugin {
+    engine: Arc<PluginEngine>,
+    shared: Arc<PluginShared>,
+    pre: InstancePre<HostState>,
+    indices: RoleIndices,
+    roles: Vec<Role>,
+    settings: PluginSettings,
+    sha256: String,
+    idle: ArrayQueue<PluginInstance>,
+    seeds: AtomicU64,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.settings.name)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sha256 of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+impl LoadedPlugin {
+    /// Compiles `bytes` (a component), detects its roles, and creates and configures a first
+    /// instance, so that a plugin rejecting its configuration fails here and not on a request.
+    pub fn load(
+        engine: &Arc<PluginEngine>,
+        bytes: &[u8],
+        settings: PluginSettings,
+    ) -> anyhow::Result<Arc<Self>> {
+        if settings.memory_limit_bytes > MAX_PLUGIN_MEMORY_BYTES {
+            anyhow::bail!(
+                "memory limit above the maximum of {} MiB",
+                MAX_PLUGIN_MEMORY_BYTES >> 20
+            );
+        }
+        if wasmparser_is_core_module(bytes) {
+            anyhow::bail!(
+                "this is a core wasm module, not a component; convert it with switchyard-componentize"
+            );
+        }
+        let component = Component::new(&engine.engine, bytes)
+            .map_err(|e| anyhow::anyhow!("not a loadable component: {e}"))?;
+        let pre = engine
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("cannot link against switchyard:plugin: {e:#}"))?;
+        let indices = RoleIndices {
+            router: router::GuestIndices::new(&pre).ok(),
+            request_filter: request_filter::GuestIndices::new(&pre).ok(),
+            response_filter: response_filter::GuestIndices::new(&pre).ok(),
+            split: split::GuestIndices::new(&pre).ok(),
+            balancer: balancer::GuestIndices::new(&pre).ok(),
+        };
+        let roles: Vec<Role> = [
+            (Role::Router, indices.router.is_some()),
+            (Role::RequestFilter, indices.request_filter.is_some()),
+            (Role::ResponseFilter, indices.response_filter.is_some()),
+            (Role::Split, indices.split.is_some()),
+            (Role::Balancer, indices.balancer.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(role, present)| present.then_some(role))
+        .collect();
+        if roles.is_empty() {
+            anyhow::bail!(
+                "the component exports no switchyard:plugin role (router, request-filter, response-filter, split, balancer)"
+            );
+        }
+        let plugin = Arc::new(LoadedPlugin {
+            engine: engine.clone(),
+            shared: Arc::new(PluginShared::new(&settings.name)),
+            pre,
+            indices,
+            roles,
+            idle: ArrayQueue::new(settings.pool_size.max(1)),
+            settings,
+            sha256: sha256_hex(bytes),
+            seeds: AtomicU64::new(0x5EED),
+        });
+        let first = plugin.instantiate()?;
+        let _ = plugin.idle.push(first);
+        Ok(plugin)
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The roles the component exports.
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    /// The sha256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The plugin's failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.settings.failure
+    }
+
+    /// State shared by all instances (stats, metrics, key-value store).
+    pub fn shared(&self) -> &Arc<PluginShared> {
+        &self.shared
+    }
+
+    /// Creates and configures a new instance.
+    fn instantiate(&self) -> anyhow::Result<PluginInstance> {
+        let seed = self.seeds.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
+        let mut store = Store::new(
+            &self.engine.engine,
+            HostState::new(self.shared.clone(), self.settings.memory_limit_bytes, seed),
+        );
+        store.limiter(|state| &mut state.memory);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(CONFIGURE_TIMEOUT));
+        self.shared.stats.instances_created.fetch_add(1, Relaxed);
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("instantiation failed: {e:#}"))?;
+        let config = self.settings.config_json.as_str();
+        let mut loaded = PluginInstance {
+            router: None,
+            request_filter: None,
+            response_filter: None,
+            split: None,
+            balancer: None,
+            store,
+        };
+        // Each exported role is configured with the same JSON; the first refusal wins.
+        macro_rules! configure_role {
+            ($field:ident, $role:expr) => {
+                if let Some(indices) = &self.indices.$field {
+                    let guest = indices.load(&mut loaded.store, &instance)?;
+                    match guest.call_configure(&mut loaded.store, config) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(message)) => {
+                            anyhow::bail!("rejected its configuration ({}): {message}", $role)
+                        }
+                        Err(trap) => {
+                            anyhow::bail!("trapped while configuring ({}): {trap:#}", $role)
+                        }
+                    }
+                    loaded.$field = Some(guest);
+                }
+            };
+        }
+        configure_role!(router, Role::Router);
+        configure_role!(request_filter, Role::RequestFilter);
+        configure_role!(response_filter, Role::ResponseFilter);
+        configure_role!(split, Role::Split);
+        configure_role!(balancer, Role::Balancer);
+        Ok(loaded)
+    }
+
+    fn failure(&self, kind: PluginFailure) -> PluginError {
+        PluginError {
+            plugin: self.shared.name.clone(),
+            kind,
+            policy: self.settings.failure,
+        }
+    }
+
+    /// Runs `call` on a pooled instance with `request` (and `response`, if given) moved into the
+    /// instance's store for the duration, under the plugin's deadline. Both heads are moved back
+    /// whatever happens. A failed call discards the instance and is counted.
+    pub(crate) fn call<R>(
+        &self,
+        request: &mut RequestView,
+        response: Option<&mut ResponseHeader>,
+        call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let mut instance = match self.idle.pop() {
+            Some(instance) => instance,
+            None => self.instantiate().map_err(|e| {
+                self.shared.stats.traps.fetch_add(1, Relaxed);
+                self.failure(PluginFailure::Unavailable(format!("{e:#}")))
+            })?,
+        };
+        let stats = &self.shared.stats;
+        stats.calls.fetch_add(1, Relaxed);
+        let started = Instant::now();
+
+        instance
+            .store
+            .set_epoch_deadline(ticks(self.settings.timeout));
+        std::mem::swap(&mut instance.store.data_mut().request, request);
+        let mut response = response;
+        if let Some(r) = response.as_deref_mut() {
+            std::mem::swap(&mut instance.store.data_mut().response, r);
+        }
+        let result = call(&mut instance);
+        std::mem::swap(&mut instance.store.data_mut().request, request);
+        if let Some(r) = response {
+            std::mem::swap(&mut instance.store.data_mut().response, r);
+        }
+        stats
+            .nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+
+        match result {
+            Ok(value) => {
+                // A full pool means enough idle instances already; this one is dropped.
+                let _ = self.idle.push(instance);
+                Ok(value)
+            }
+            Err(error) => {
+                let kind = if instance.store.data().memory.breached {
+                    stats.memory_breaches.fetch_add(1, Relaxed);
+                    PluginFailure::MemoryLimit
+                } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    stats.timeouts.fetch_add(1, Relaxed);
+                    PluginFailure::Timeout(self.settings.timeout)
+                } else {
+                    stats.traps.fetch_add(1, Relaxed);
+                    PluginFailure::Trap(format!("{error:#}"))
+                };
+                Err(self.failure(kind))
+            }
+        }
+    }
+
+    /// Counts a call that returned an answer the host cannot use, as a trap.
+    pub(crate) fn invalid_answer(&self, message: String) -> PluginError {
+        self.shared.stats.traps.fetch_add(1, Relaxed);
+        self.failure(PluginFailure::InvalidAnswer(message))
+    }
+}
+
+fn ticks(timeout: Duration) -> u64 {
+    // +1: the current tick may be about to end.
+    (timeout.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+}
+
+/// A core module's preamble has layer 0 in bytes 6..8; a component has layer 1.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0, 0]
+}

@@ -1,0 +1,24 @@
+//! The WebAssembly plugin runtime: one engine, components compiled once per load, pooled
+//! instances under a deadline and a memory cap, and the role traits the proxy calls.
+
+mod bindings;
+mod builtin;
+mod engine;
+mod error;
+mod head;
+mod host_state;
+mod instance;
+mod roles;
+mod stats;
+
+pub use builtin::{BUILTIN_PLUGINS, builtin_names, builtin_plugin};
+pub use engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
+pub use error::{FailurePolicy, PluginError, PluginFailure};
+pub use head::{RequestView, checked_response_header, placeholder_request_head};
+pub use host_state::PluginShared;
+pub use instance::{LoadedPlugin, PluginSettings, Role, sha256_hex};
+pub use roles::{
+    BalancerRole, Candidate, FilterAction, LocalResponse, RequestFilterRole, ResponseFilterRole,
+    RouteDecision, RouterRole, SplitChoice, SplitRole, WasmPlugin,
+};
+pub use stats::{PluginStats, PluginStatsSnapshot};

@@ -1,0 +1,423 @@
+//! The Pingora `ProxyHttp` implementation: maps Pingora's phases onto the plugin roles and
+//! plugin or upstream failures onto statuses.
+//!
+//! ```text
+//! request_filter:  global request filters → router → site/route request filters → split → rewrite
+//! upstream_peer:   balancer over the upstream's candidates (tag-filtered, untried)
+//! response_filter: route, site, then global response filters
+//! ```
+//! The request head is moved into a [`RequestView`] for each group of plugin calls and moved back
+//! afterwards, so plugins read and change the live head without copies.
+
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PingoraSocketAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::generation::{Generation, Link, RouteSettings};
+use crate::plugin::{
+    FilterAction, LocalResponse, PluginError, RequestView, SplitChoice, placeholder_request_head,
+};
+use crate::upstream::{InFlight, Upstream};
+
+/// The context key where the split's choice is left for later plugins and the access log.
+pub const SPLIT_VARIANT_CONTEXT_KEY: &str = switchyard_sdk::SPLIT_VARIANT_CONTEXT_KEY;
+
+/// The proxy: the current generation, swapped whole on reload.
+pub struct SwitchyardProxy {
+    current: Arc<ArcSwap<Generation>>,
+}
+
+impl SwitchyardProxy {
+    /// A proxy serving whatever generation `current` holds at each request's start.
+    pub fn new(current: Arc<ArcSwap<Generation>>) -> Self {
+        SwitchyardProxy { current }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    generation: Arc<Generation>,
+    /// Holds a placeholder head except while plugins run.
+    view: RequestView,
+    route: Option<String>,
+    upstream: Option<Arc<Upstream>>,
+    tag: Option<String>,
+    /// Indices of backends already tried for this request.
+    tried: Vec<usize>,
+    in_flight: Option<InFlight>,
+    upstream_started: Option<Instant>,
+    started: Instant,
+}
+
+/// What the request phase decided.
+enum Verdict {
+    Proxy,
+    Reply(LocalResponse),
+}
+
+fn text_reply(status: u16, message: &str) -> LocalResponse {
+    LocalResponse {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: format!("{message}\n").into_bytes(),
+    }
+}
+
+/// What a failed plugin means for the request: `None` to skip it (policy `open`), or the reply.
+fn on_plugin_failure(error: &PluginError, closed_status: u16) -> Option<LocalResponse> {
+    tracing::warn!(plugin = %error.plugin, policy = ?error.policy, "{error}");
+    match error.policy {
+        crate::plugin::FailurePolicy::Open => None,
+        crate::plugin::FailurePolicy::Closed => Some(text_reply(
+            closed_status,
+            &format!("plugin {} failed", error.plugin),
+        )),
+    }
+}
+
+fn swap_head(session: &mut Session, ctx: &mut RequestCtx) {
+    std::mem::swap(session.req_header_mut(), &mut ctx.view.head);
+}
+
+fn run_request_filters(
+    chain: &[Link<dyn crate::plugin::RequestFilterRole>],
+    view: &mut RequestView,
+) -> Option<LocalResponse> {
+    for link in chain {
+        match link.role.on_request(view) {
+            Ok(FilterAction::Continue) => {}
+            Ok(FilterAction::Respond(reply)) => return Some(reply),
+            Err(e) => {
+                if let Some(reply) = on_plugin_failure(&e, 500) {
+                    return Some(reply);
+                }
+            }
+        }
+    }
+    None
+}
+
+impl SwitchyardProxy {
+    /// The request phase's plugin calls, with the head in `ctx.view`.
+    fn decide(&self, ctx: &mut RequestCtx) -> Verdict {
+        let generation = ctx.generation.clone();
+        if let Some(reply) = run_request_filters(&generation.request_filters, &mut ctx.view) {
+            return Verdict::Reply(reply);
+        }
+        let decision = match generation.router.role.route(&mut ctx.view) {
+            Ok(Some(decision)) => decision,
+            Ok(None) => return Verdict::Reply(text_reply(404, "no route matches this request")),
+            Err(e) => {
+                return Verdict::Reply(
+                    on_plugin_failure(&e, 500)
+                        .unwrap_or_else(|| text_reply(404, "no route matches this request")),
+                );
+            }
+        };
+        let Some(upstream) = generation.upstreams.get(&decision.upstream) else {
+            tracing::warn!(route = %decision.name, upstream = %decision.upstream, "the router chose an unknown upstream");
+            return Verdict::Reply(text_reply(502, "the route's upstream is not configured"));
+        };
+        ctx.upstream = Some(upstream.clone());
+        let settings: Option<&RouteSettings> = generation.routes.get(&decision.name);
+        ctx.route = Some(decision.name);
+        if let Some(settings) = settings {
+            if let Some(reply) = run_request_filters(&settings.request_filters, &mut ctx.view) {
+                return Verdict::Reply(reply);
+            }
+            if let Some(split) = &settings.split {
+                match split.role.choose(&mut ctx.view, &upstream.name) {
+                    Ok(Some(SplitChoice::Tag(tag))) => {
+                        ctx.view.set_context(SPLIT_VARIANT_CONTEXT_KEY, &tag);
+                        ctx.tag = Some(tag);
+                    }
+                    Ok(Some(SplitChoice::Upstream(name))) => {
+                        match generation.upstreams.get(&name) {
+                            Some(other) => {
+                                ctx.view.set_context(SPLIT_VARIANT_CONTEXT_KEY, &name);
+                                ctx.upstream = Some(other.clone());
+                            }
+                            None => {
+                                tracing::warn!(plugin = %split.name, upstream = %name, "the split chose an unknown upstream");
+                                return Verdict::Reply(text_reply(
+                                    502,
+                                    "the split's upstream is not configured",
+                                ));
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if let Some(reply) = on_plugin_failure(&e, 500) {
+                            return Verdict::Reply(reply);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(rewrite) = decision.rewrite {
+            if let Err(e) = ctx.view.set_path_and_query(&rewrite) {
+                tracing::warn!(route = ?ctx.route, "invalid rewrite from the router: {e}");
+                return Verdict::Reply(text_reply(500, "the route's rewrite is invalid"));
+            }
+        }
+        Verdict::Proxy
+    }
+}
+
+/// Sends a reply the proxy makes itself. A request body that was not read would be taken for the
+/// next request on a kept-alive connection, so such connections are closed afterwards.
+async fn send_local_reply(session: &mut Session, reply: LocalResponse) -> Result<()> {
+    let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
+    for (name, value) in &reply.headers {
+        match crate::plugin::checked_response_header(name, value) {
+            Ok((name, value)) => head.append_header(name, value).map(|_| ())?,
+            Err(e) => tracing::warn!("dropping a header from a local reply: {e}"),
+        }
+    }
+    head.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(head), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(reply.body)), true)
+        .await?;
+    Ok(())
+}
+
+fn status_error(status: u16, context: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::HTTPStatus(status), context)
+}
+
+#[async_trait]
+impl ProxyHttp for SwitchyardProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            generation: self.current.load_full(),
+            view: RequestView {
+                head: placeholder_request_head(),
+                client_ip: None,
+                https: false,
+                context: Vec::new(),
+            },
+            route: None,
+            upstream: None,
+            tag: None,
+            tried: Vec::new(),
+            in_flight: None,
+            upstream_started: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs the global filters, the router, the route's filters and split. Returns `Ok(true)`
+    /// when a reply was sent (404, a filter's answer, a plugin failure).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.view.client_ip = match session.client_addr() {
+            Some(PingoraSocketAddr::Inet(addr)) => Some(addr.ip()),
+            _ => None,
+        };
+        swap_head(session, ctx);
+        let verdict = self.decide(ctx);
+        swap_head(session, ctx);
+        match verdict {
+            Verdict::Proxy => Ok(false),
+            Verdict::Reply(reply) => {
+                send_local_reply(session, reply).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Asks the balancer for one of the upstream's candidates not tried yet for this request.
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(upstream) = ctx.upstream.clone() else {
+            return Err(status_error(500, "no upstream chosen"));
+        };
+        let offered: Vec<usize> = upstream
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                !ctx.tried.contains(i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if offered.is_empty() {
+            return Err(if ctx.tried.is_empty() {
+                status_error(503, "no backend available")
+            } else {
+                status_error(502, "every backend failed")
+            });
+        }
+        let candidates: Vec<_> = offered
+            .iter()
+            .map(|&i| upstream.backends[i].candidate())
+            .collect();
+        swap_head(session, ctx);
+        let picked = upstream
+            .balancer
+            .pick(&mut ctx.view, &upstream.name, &candidates);
+        swap_head(session, ctx);
+        let choice = match picked {
+            Ok(i) => offered[i],
+            Err(e) => match e.policy {
+                crate::plugin::FailurePolicy::Open => {
+                    tracing::warn!(plugin = %e.plugin, "{e}; using the least busy backend");
+                    offered
+                        .iter()
+                        .copied()
+                        .min_by_key(|&i| upstream.backends[i].candidate().in_flight)
+                        .unwrap_or(offered[0])
+                }
+                crate::plugin::FailurePolicy::Closed => {
+                    tracing::warn!(plugin = %e.plugin, "{e}");
+                    return Err(status_error(503, "balancer plugin failed"));
+                }
+            },
+        };
+        let backend = &upstream.backends[choice];
+        ctx.tried.push(choice);
+        ctx.in_flight = Some(backend.start_request());
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(HttpPeer::new(
+            backend.address,
+            false,
+            String::new(),
+        )))
+    }
+
+    /// A failed connection counts against the backend and is retried on another one while
+    /// untried candidates remain (a connection that never opened carried nothing, so any method
+    /// is safe to retry).
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(in_flight) = ctx.in_flight.take() {
+            in_flight.backend().record_failure();
+        }
+        let untried = ctx.upstream.as_ref().is_some_and(|u| {
+            u.backends.iter().enumerate().any(|(i, b)| {
+                !ctx.tried.contains(&i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t))
+            })
+        });
+        e.set_retry(untried);
+        e
+    }
+
+    /// Runs the response filters: the route's, the site's, then the global ones.
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let generation = ctx.generation.clone();
+        let chain = match ctx.route.as_ref().and_then(|r| generation.routes.get(r)) {
+            Some(settings) => &settings.response_filters,
+            None => &generation.response_filters,
+        };
+        if chain.is_empty() {
+            return Ok(());
+        }
+        swap_head(session, ctx);
+        let mut failed = false;
+        for link in chain {
+            if let Err(e) = link.role.on_response(&mut ctx.view, upstream_response) {
+                if on_plugin_failure(&e, 500).is_some() {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        swap_head(session, ctx);
+        if failed {
+            return Err(status_error(500, "response filter plugin failed"));
+        }
+        Ok(())
+    }
+
+    /// Writes a short plain-text reply for a failure before the response started.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                match e.esource() {
+                    ErrorSource::Upstream => 504,
+                    _ => 408,
+                }
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let message = match e.context.as_ref() {
+                Some(context) => context.as_str().to_string(),
+                None => e.etype().as_str().to_string(),
+            };
+            if let Err(write_error) = send_local_reply(session, text_reply(code, &message)).await {
+                tracing::debug!("could not send the error reply: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Records the backend's outcome and writes the access log line.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(in_flight) = ctx.in_flight.take() {
+            let backend = in_flight.backend();
+            if e.is_some() || status >= 500 {
+                backend.record_failure();
+            } else if let Some(started) = ctx.upstream_started {
+                backend.record_success(started.elapsed());
+            }
+        }
+        let head = session.req_header();
+        tracing::info!(
+            target: "switchyard::access",
+            method = %head.method,
+            path = %head.uri.path(),
+            route = ctx.route.as_deref().unwrap_or("-"),
+            upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            variant = ctx.view.context(SPLIT_VARIANT_CONTEXT_KEY).unwrap_or("-"),
+            status,
+            micros = ctx.started.elapsed().as_micros() as u64,
+            error = e.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+}
