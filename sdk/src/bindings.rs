@@ -14,6 +14,7 @@ pub mod router {
         pub_export_macro: true,
         export_macro_name: "__switchyard_export_router_world",
         default_bindings_module: "switchyard_sdk::bindings::router",
+        additional_derives: [PartialEq],
         generate_all,
     });
 }

@@ -79,6 +79,13 @@ pub fn kv_set(key: &str, value: &str) -> Result<(), String> {
     return imports::kv_set(key, value);
     #[cfg(not(target_arch = "wasm32"))]
     with_test_host(|h| {
+        use crate::testkit::{KV_MAX_KEY_BYTES, KV_MAX_KEYS, KV_MAX_VALUE_BYTES};
+        if key.len() > KV_MAX_KEY_BYTES || value.len() > KV_MAX_VALUE_BYTES {
+            return Err("key-value limits exceeded".to_string());
+        }
+        if h.kv.len() >= KV_MAX_KEYS && !h.kv.contains_key(key) {
+            return Err("key-value store is full".to_string());
+        }
         h.kv.insert(key.to_string(), value.to_string());
         Ok(())
     })

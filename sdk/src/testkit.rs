@@ -80,6 +80,14 @@ pub const PROTECTED_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
+/// The limits of the shared key-value store (see the WIT `host.kv-set`); the proxy enforces
+/// the same numbers.
+pub const KV_MAX_KEYS: usize = 1024;
+/// The longest key the key-value store accepts, in bytes.
+pub const KV_MAX_KEY_BYTES: usize = 256;
+/// The longest value the key-value store accepts, in bytes.
+pub const KV_MAX_VALUE_BYTES: usize = 4096;
+
 fn check_header_change(
     name: &str,
     value: Option<&str>,

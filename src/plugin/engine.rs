@@ -19,7 +19,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub const MAX_PLUGIN_MEMORY_BYTES: usize = 256 << 20;
 
 /// How many instances (of all plugins together) may be alive at once.
-const MAX_LIVE_INSTANCES: u32 = 1000;
+const MAX_LIVE_INSTANCES: u32 = 512;
 
 /// The engine, linker and epoch ticker shared by every plugin in the process.
 pub struct PluginEngine {

@@ -18,10 +18,7 @@ pub struct RequestResource;
 /// The `response` resource; like [`RequestResource`], always the store's current response.
 pub struct ResponseResource;
 
-/// The limits of the shared key-value store (documented in the WIT `host.kv-set`).
-const KV_MAX_KEYS: usize = 1024;
-const KV_MAX_KEY_BYTES: usize = 256;
-const KV_MAX_VALUE_BYTES: usize = 4096;
+use switchyard_sdk::testkit::{KV_MAX_KEY_BYTES, KV_MAX_KEYS, KV_MAX_VALUE_BYTES};
 
 /// State one plugin shares across all its instances: identity, stats, the key-value store and
 /// the metrics the plugin reports through `host`.
