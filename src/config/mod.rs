@@ -29,9 +29,79 @@ pub fn load_file(path: &Path) -> Result<(SourceFile, ConfigFile), Diagnostics> {
 
 /// Parses and checks configuration text.
 pub fn load_source(source: &SourceFile) -> Result<ConfigFile, Diagnostics> {
-    let config = parse::parse(source)?;
     let mut c = Collector::new(source);
+    let config = parse::parse(source, &mut c)?;
     validate::validate(&config, &mut c);
     c.finish()?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match load_source(&SourceFile::new("c.toml", text)) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_file_has_no_problems() {
+        let text = "[server]\nlisten = [\"127.0.0.1:1\"]\n[[upstream]]\nname = \"u\"\nbackends = [{ address = \"127.0.0.1:2\", weight = 3, tags = [\"a\"] }]\n[[site]]\nhosts = [\"a.test\", \"*.b.test\", \"*\"]\n[[site.route]]\npath_prefix = \"/x\"\nmethods = [\"GET\"]\nheaders = { x-a = \"1\", x-b = true }\nupstream = \"u\"\n";
+        assert_eq!(problems(text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn references_names_and_ranges_are_checked() {
+        let text = r#"[[upstream]]
+name = "u"
+backends = []
+[[upstream]]
+name = "u"
+backends = [{ address = "127.0.0.1:1", weight = 0 }]
+[[site]]
+hosts = ["bad host", "a.test", "A.test"]
+[[site.route]]
+path_prefix = "x"
+upstream = "u"
+split = "nope"
+[[plugin]]
+name = "p"
+sha256 = "abc"
+timeout_ms = 0
+"#;
+        let found = problems(text);
+        let expected = [
+            "c.toml:3:12: upstream `u` has no backends",
+            "c.toml:5:8: upstream `u` is already defined on line 2",
+            "c.toml:6:49: backend weight must be at least 1",
+            "c.toml:8:10: invalid host `bad host`",
+            "c.toml:8:32: host `a.test` is already used on line 8",
+            "c.toml:10:15: path_prefix must start with '/'",
+            "c.toml:12:9: unknown split plugin `nope`",
+            "c.toml:13:1: plugin `p` needs `path` (a component file) or `builtin`",
+            "c.toml:15:10: sha256 must be 64 hexadecimal digits",
+            "c.toml:16:14: timeout_ms must be between 1 and 60000",
+        ];
+        for e in expected {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn an_unreadable_upstream_is_not_reported_again_where_it_is_used() {
+        let text = "[[upstream]]\nname = \"u\"\nbackends = \"oops\"\n[[site]]\nhosts = [\"*\"]\n[[site.route]]\nupstream = \"u\"\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("c.toml:3:12: [[upstream]]: invalid type"),
+            "{found:#?}"
+        );
+    }
 }

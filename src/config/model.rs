@@ -24,6 +24,9 @@ pub struct ConfigFile {
     pub upstreams: Vec<Spanned<UpstreamSection>>,
     pub sites: Vec<Spanned<SiteSection>>,
     pub plugins: Vec<Spanned<PluginSection>>,
+    /// Names of upstreams and plugins whose tables could not be read (already reported), so
+    /// references to them are not reported again.
+    pub unreadable_names: std::collections::HashSet<String>,
 }
 
 /// `[server]`: listeners, threads and the global filter chains.

@@ -111,42 +111,59 @@ fn elements<'a, 'i>(
     }
 }
 
-/// Parses `source` into a [`ConfigFile`], or returns every problem found.
-pub fn parse(source: &SourceFile) -> Result<ConfigFile, Diagnostics> {
-    let mut c = Collector::new(source);
+/// The `name` of a table that failed to deserialize, so references to it are not reported as
+/// unknown on top of its own problem.
+fn name_of(element: &Spanned<DeValue<'_>>) -> Option<String> {
+    let DeValue::Table(table) = element.get_ref() else {
+        return None;
+    };
+    match table.get("name")?.get_ref() {
+        DeValue::String(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses `source` into a [`ConfigFile`]. Syntax errors end the parse; problems inside
+/// sections are recorded in `c` and the rest of the file is still read, so validation can
+/// report its own findings alongside.
+pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, Diagnostics> {
     let (document, syntax_errors) = DeTable::parse_recoverable(&source.text);
     if !syntax_errors.is_empty() {
         for e in syntax_errors {
             c.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
         }
-        return Err(c.finish().err().unwrap_or_default());
+        let mut syntax = Collector::new(source);
+        std::mem::swap(&mut syntax.found, &mut c.found);
+        return Err(syntax.finish().err().unwrap_or_default());
     }
     let mut config = ConfigFile::default();
     for (key, value) in document.get_ref().iter() {
         match key.get_ref().as_ref() {
             "server" => {
-                if let Some(server) = read_part::<ServerSection>(value, "[server]", &mut c) {
+                if let Some(server) = read_part::<ServerSection>(value, "[server]", c) {
                     config.server = server;
                 }
             }
             "upstream" => {
-                for element in elements(value, "upstream", &mut c) {
-                    if let Some(u) = read_part::<UpstreamSection>(element, "[[upstream]]", &mut c) {
-                        config.upstreams.push(Spanned::new(element.span(), u));
+                for element in elements(value, "upstream", c) {
+                    match read_part::<UpstreamSection>(element, "[[upstream]]", c) {
+                        Some(u) => config.upstreams.push(Spanned::new(element.span(), u)),
+                        None => config.unreadable_names.extend(name_of(element)),
                     }
                 }
             }
             "site" => {
-                for element in elements(value, "site", &mut c) {
-                    if let Some(site) = read_site(element, &mut c) {
+                for element in elements(value, "site", c) {
+                    if let Some(site) = read_site(element, c) {
                         config.sites.push(Spanned::new(element.span(), site));
                     }
                 }
             }
             "plugin" => {
-                for element in elements(value, "plugin", &mut c) {
-                    if let Some(p) = read_part::<PluginSection>(element, "[[plugin]]", &mut c) {
-                        config.plugins.push(Spanned::new(element.span(), p));
+                for element in elements(value, "plugin", c) {
+                    match read_part::<PluginSection>(element, "[[plugin]]", c) {
+                        Some(p) => config.plugins.push(Spanned::new(element.span(), p)),
+                        None => config.unreadable_names.extend(name_of(element)),
                     }
                 }
             }
@@ -156,7 +173,6 @@ pub fn parse(source: &SourceFile) -> Result<ConfigFile, Diagnostics> {
             ),
         }
     }
-    c.finish()?;
     Ok(config)
 }
 

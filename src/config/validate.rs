@@ -54,7 +54,10 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
     validate_server(config, c);
     let plugin_names = validate_plugins(config, c);
     let builtins: HashSet<&str> = builtin_names().collect();
-    let known_plugin = |name: &str| plugin_names.contains(name) || builtins.contains(name);
+    let unreadable = &config.unreadable_names;
+    let known_plugin = |name: &str| {
+        plugin_names.contains(name) || builtins.contains(name) || unreadable.contains(name)
+    };
 
     for chain in [
         &config.server.request_filters,
@@ -179,7 +182,9 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
                     );
                 }
             }
-            if !upstreams.contains_key(r.upstream.get_ref().as_str()) {
+            if !upstreams.contains_key(r.upstream.get_ref().as_str())
+                && !unreadable.contains(r.upstream.get_ref())
+            {
                 c.error(
                     r.upstream.span(),
                     format!("unknown upstream `{}`", r.upstream.get_ref()),

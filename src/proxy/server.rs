@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
+use std::os::fd::AsRawFd;
+
 use pingora::protocols::l4::stream::Stream as TcpStreamIo;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use tokio::net::TcpListener;
@@ -65,12 +67,17 @@ impl EmbeddedProxy {
                     accepted = listener.accept() => accepted,
                     _ = stop.changed() => break,
                 };
-                let Ok((tcp, _)) = accepted else { continue };
+                let Ok((tcp, peer)) = accepted else { continue };
                 let _ = tcp.set_nodelay(true);
+                let mut io = TcpStreamIo::from(tcp);
+                // What Pingora's own listener records, so the client's address is known.
+                let digest = SocketDigest::from_raw_fd(io.as_raw_fd());
+                let _ = digest.peer_addr.set(Some(peer.into()));
+                io.set_socket_digest(digest);
                 let app = app.clone();
                 let watch = watch.clone();
                 tokio::spawn(async move {
-                    let mut stream: Option<Stream> = Some(Box::new(TcpStreamIo::from(tcp)));
+                    let mut stream: Option<Stream> = Some(Box::new(io));
                     while let Some(s) = stream.take() {
                         stream = app.process_new(s, &watch).await;
                     }
