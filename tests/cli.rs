@@ -122,7 +122,7 @@ fn check_accepts_a_valid_file_and_run_refuses_a_plugin_rejecting_its_config() {
 
     let picky = format!(
         "[[plugin]]\nname = \"picky\"\npath = \"{}\"\nconfig = {{ reject = \"needs a colour\" }}\n",
-        fixture("misbehaving").display()
+        fixture("chaos").display()
     );
     let bad = write_config(&dir, &picky);
     let out = switchyard()

@@ -17,7 +17,7 @@ request_filters = ["chaos"]
 
 [[plugin]]
 name = "chaos"
-path = "misbehaving.wasm"
+path = "chaos.wasm"
 failure = "{failure}"
 timeout_ms = 20
 memory_limit_mb = 16
@@ -124,7 +124,7 @@ config = { tenants = { a = "u" } }
 fn a_plugin_rejecting_its_config_is_a_load_error_naming_it() {
     let config = r#"[[plugin]]
 name = "picky"
-path = "misbehaving.wasm"
+path = "chaos.wasm"
 config = { reject = "the answer must be 42" }
 "#;
     let problems = build(config)
@@ -141,7 +141,7 @@ fn a_plugin_without_the_required_role_is_refused() {
     let config = r#"
 [[plugin]]
 name = "chaos"
-path = "misbehaving.wasm"
+path = "chaos.wasm"
 
 [[upstream]]
 name = "u"
@@ -282,4 +282,89 @@ async fn a_plugin_can_use_every_host_import() {
     )
     .await;
     assert!(again.body.contains("incr=4"), "{}", again.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_response_filter_roles_are_wired_per_route() {
+    let (a, b, other) = (origin("a").await, origin("b").await, origin("other").await);
+    let config = format!(
+        r#"
+[[plugin]]
+name = "chaos"
+path = "chaos.wasm"
+
+[[upstream]]
+name = "ab"
+backends = [{{ address = "{}", tags = ["a"] }}, {{ address = "{}", tags = ["b"] }}]
+
+[[upstream]]
+name = "other"
+backends = [{{ address = "{}" }}]
+
+[[site]]
+hosts = ["*"]
+response_filters = ["chaos"]
+
+[[site.route]]
+name = "split"
+path_prefix = "/split"
+split = "chaos"
+upstream = "ab"
+
+[[site.route]]
+name = "plain"
+upstream = "ab"
+"#,
+        a.addr, b.addr, other.addr
+    );
+    let generation = must_build(&config);
+    let chaos = generation
+        .plugins
+        .iter()
+        .find(|p| p.name() == "chaos")
+        .cloned()
+        .unwrap_or_else(|| panic!("chaos not loaded"));
+    let mut roles: Vec<_> = chaos.roles().iter().map(|r| r.config_name()).collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        vec!["request_filter", "response_filter", "split"],
+        "roles are detected from the exports"
+    );
+    let proxy = proxy(generation).await;
+    let at = proxy.local_addr;
+
+    for _ in 0..4 {
+        let r = send(at, "GET", "x", "/split", &[("x-variant", "b")]).await;
+        assert_eq!(
+            r.backend.as_deref(),
+            Some("b"),
+            "the split's tag narrows the candidates"
+        );
+        assert_eq!(
+            r.headers.get("x-chaos").and_then(|v| v.to_str().ok()),
+            Some("seen 200"),
+            "the site's response filter ran"
+        );
+    }
+    assert_eq!(
+        send(at, "GET", "x", "/split", &[("x-upstream", "other")])
+            .await
+            .backend
+            .as_deref(),
+        Some("other")
+    );
+    let r = send(at, "GET", "x", "/split", &[("x-variant", "c")]).await;
+    assert_eq!(r.status, 503, "no backend carries tag c: {}", r.body);
+    // The split only applies to its route.
+    let r = send(at, "GET", "x", "/", &[("x-upstream", "other")]).await;
+    assert!(
+        matches!(r.backend.as_deref(), Some("a") | Some("b")),
+        "{:?}",
+        r.backend
+    );
+    // A response filter that traps fails the response with its policy (closed: 500).
+    let r = send(at, "GET", "x", "/", &[("x-misbehave-response", "trap")]).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(get(at, "x", "/").await.status, 200);
 }
