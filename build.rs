@@ -24,16 +24,9 @@ fn main() {
     for name in &names {
         let dist = plugins.join("dist").join(format!("{name}.wasm"));
         if !dist.is_file() {
-            panic!(
-                "{} is missing: run plugins/build.sh to build the built-in plugins",
-                dist.display()
-            );
+            panic!("{} is missing: run plugins/build.sh to build the built-in plugins", dist.display());
         }
-        let _ = writeln!(
-            out,
-            "    ({name:?}, include_bytes!({:?})),",
-            dist.display().to_string()
-        );
+        let _ = writeln!(out, "    ({name:?}, include_bytes!({:?})),", dist.display().to_string());
     }
     out.push_str("];\n");
     let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|e| panic!("OUT_DIR: {e}"));

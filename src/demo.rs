@@ -32,10 +32,7 @@ impl EchoOrigin {
     pub async fn start(name: &str) -> std::io::Result<EchoOrigin> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let origin = EchoOrigin {
-            name: name.to_string(),
-            addr,
-        };
+        let origin = EchoOrigin { name: name.to_string(), addr };
         let served = origin.name.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -78,24 +75,15 @@ async fn serve_connection(stream: TcpStream, name: &str) -> std::io::Result<()> 
                 headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let header = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
-        };
-        let length: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body).await?;
         let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
             || header("transfer-encoding").is_some();
         let (path, _) = target.split_once('?').unwrap_or((&target, ""));
-        let header_json: Vec<String> = headers
-            .iter()
-            .map(|(k, v)| format!("{}: {}", json_escape(k), json_escape(v)))
-            .collect();
+        let header_json: Vec<String> =
+            headers.iter().map(|(k, v)| format!("{}: {}", json_escape(k), json_escape(v))).collect();
         let payload = format!(
             "{{\"backend\": {}, \"method\": {}, \"path\": {}, \"target\": {}, \"host\": {}, \"body_bytes\": {}, \"headers\": {{{}}}}}\n",
             json_escape(name),

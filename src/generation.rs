@@ -14,13 +14,11 @@ use std::time::Duration;
 use serde_json::json;
 use toml::Spanned;
 
-use crate::config::model::{
-    DEFAULT_LISTEN, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS, PluginSection,
-};
+use crate::config::model::{DEFAULT_LISTEN, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS, PluginSection};
 use crate::config::{Collector, ConfigFile, Diagnostics, SourceFile, resolve_address};
 use crate::plugin::{
-    BalancerRole, LoadedPlugin, PluginEngine, PluginSettings, RequestFilterRole,
-    ResponseFilterRole, Role, RouterRole, SplitRole, WasmPlugin, builtin_plugin, sha256_hex,
+    BalancerRole, LoadedPlugin, PluginEngine, PluginSettings, RequestFilterRole, ResponseFilterRole, Role, RouterRole,
+    SplitRole, WasmPlugin, builtin_plugin, sha256_hex,
 };
 use crate::upstream::{Backend, Upstream};
 
@@ -37,10 +35,7 @@ pub struct Link<R: ?Sized> {
 
 impl<R: ?Sized> Clone for Link<R> {
     fn clone(&self) -> Self {
-        Link {
-            name: self.name.clone(),
-            role: self.role.clone(),
-        }
+        Link { name: self.name.clone(), role: self.role.clone() }
     }
 }
 
@@ -117,10 +112,7 @@ impl<'a> PluginCatalog<'a> {
                     match std::fs::read(&full) {
                         Ok(b) => (b.into(), path.span()),
                         Err(e) => {
-                            c.error(
-                                path.span(),
-                                format!("plugin `{name}`: cannot read {}: {e}", full.display()),
-                            );
+                            c.error(path.span(), format!("plugin `{name}`: cannot read {}: {e}", full.display()));
                             return None;
                         }
                     }
@@ -131,30 +123,17 @@ impl<'a> PluginCatalog<'a> {
         if let Some(pin) = &section.sha256 {
             let actual = sha256_hex(&bytes);
             if !actual.eq_ignore_ascii_case(pin.get_ref()) {
-                c.error(
-                    pin.span(),
-                    format!("plugin `{name}`: sha256 mismatch: the file has {actual}"),
-                );
+                c.error(pin.span(), format!("plugin `{name}`: sha256 mismatch: the file has {actual}"));
                 return None;
             }
         }
-        let config_json = section
-            .config
-            .clone()
-            .unwrap_or_else(|| json!({}))
-            .to_string();
+        let config_json = section.config.clone().unwrap_or_else(|| json!({})).to_string();
         let settings = PluginSettings {
             failure: section.failure,
             timeout: Duration::from_millis(
-                section
-                    .timeout_ms
-                    .as_ref()
-                    .map_or(DEFAULT_PLUGIN_TIMEOUT_MS, |t| *t.get_ref()),
+                section.timeout_ms.as_ref().map_or(DEFAULT_PLUGIN_TIMEOUT_MS, |t| *t.get_ref()),
             ),
-            memory_limit_bytes: (section
-                .memory_limit_mb
-                .as_ref()
-                .map_or(DEFAULT_PLUGIN_MEMORY_MB, |m| *m.get_ref())
+            memory_limit_bytes: (section.memory_limit_mb.as_ref().map_or(DEFAULT_PLUGIN_MEMORY_MB, |m| *m.get_ref())
                 as usize)
                 << 20,
             ..default_settings(name, config_json)
@@ -177,8 +156,7 @@ impl<'a> PluginCatalog<'a> {
                     if plugin.roles().contains(&role) {
                         enabled.push(role);
                     } else {
-                        let exported: Vec<_> =
-                            plugin.roles().iter().map(|r| r.config_name()).collect();
+                        let exported: Vec<_> = plugin.roles().iter().map(|r| r.config_name()).collect();
                         c.error(
                             r.span(),
                             format!(
@@ -196,25 +174,13 @@ impl<'a> PluginCatalog<'a> {
 
     /// The plugin `name` (declared or built-in), loading it on first use; `None` after an error
     /// (already reported).
-    fn get(
-        &mut self,
-        name: &str,
-        span: Range<usize>,
-        c: &mut Collector<'_>,
-    ) -> Option<&PluginEntry> {
+    fn get(&mut self, name: &str, span: Range<usize>, c: &mut Collector<'_>) -> Option<&PluginEntry> {
         if !self.loaded.contains_key(name) {
             let entry = if let Some(section) = self.declared.get(name) {
                 self.load_declared(section.get_ref(), c)
             } else if let Some(bytes) = builtin_plugin(name) {
-                match LoadedPlugin::load(
-                    self.engine,
-                    bytes,
-                    default_settings(name, "{}".to_string()),
-                ) {
-                    Ok(plugin) => Some(PluginEntry {
-                        enabled: plugin.roles().to_vec(),
-                        plugin,
-                    }),
+                match LoadedPlugin::load(self.engine, bytes, default_settings(name, "{}".to_string())) {
+                    Ok(plugin) => Some(PluginEntry { enabled: plugin.roles().to_vec(), plugin }),
                     Err(e) => {
                         c.error(span, format!("built-in plugin `{name}`: {e:#}"));
                         None
@@ -240,10 +206,7 @@ impl<'a> PluginCatalog<'a> {
         let entry = self.get(name, span.clone(), c)?;
         if !entry.enabled.contains(&role) {
             let has: Vec<_> = entry.enabled.iter().map(|r| r.config_name()).collect();
-            let message = format!(
-                "plugin `{name}` cannot be used as a {role} (its roles: {})",
-                has.join(", ")
-            );
+            let message = format!("plugin `{name}` cannot be used as a {role} (its roles: {})", has.join(", "));
             c.error(span, message);
             return None;
         }
@@ -253,12 +216,10 @@ impl<'a> PluginCatalog<'a> {
 
 macro_rules! link_as {
     ($catalog:expr, $name:expr, $role:expr, $span:expr, $c:expr, $trait:path) => {
-        $catalog
-            .role($name, $role, $span, $c)
-            .map(|(name, plugin)| {
-                let role: Arc<dyn $trait> = Arc::new(plugin);
-                Link { name, role }
-            })
+        $catalog.role($name, $role, $span, $c).map(|(name, plugin)| {
+            let role: Arc<dyn $trait> = Arc::new(plugin);
+            Link { name, role }
+        })
     };
 }
 
@@ -269,16 +230,7 @@ fn request_chain(
 ) -> Vec<Link<dyn RequestFilterRole>> {
     names
         .iter()
-        .filter_map(|n| {
-            link_as!(
-                catalog,
-                n.get_ref(),
-                Role::RequestFilter,
-                n.span(),
-                c,
-                RequestFilterRole
-            )
-        })
+        .filter_map(|n| link_as!(catalog, n.get_ref(), Role::RequestFilter, n.span(), c, RequestFilterRole))
         .collect()
 }
 
@@ -289,16 +241,7 @@ fn response_chain(
 ) -> Vec<Link<dyn ResponseFilterRole>> {
     names
         .iter()
-        .filter_map(|n| {
-            link_as!(
-                catalog,
-                n.get_ref(),
-                Role::ResponseFilter,
-                n.span(),
-                c,
-                ResponseFilterRole
-            )
-        })
+        .filter_map(|n| link_as!(catalog, n.get_ref(), Role::ResponseFilter, n.span(), c, ResponseFilterRole))
         .collect()
 }
 
@@ -343,27 +286,16 @@ fn router_config(config: &ConfigFile) -> serde_json::Value {
 }
 
 fn route_name(site: &str, index: usize, route: &crate::config::model::RouteSection) -> String {
-    route
-        .name
-        .as_ref()
-        .map_or_else(|| format!("{site}/{index}"), |n| n.get_ref().clone())
+    route.name.as_ref().map_or_else(|| format!("{site}/{index}"), |n| n.get_ref().clone())
 }
 
 /// Builds a generation from a validated configuration: loads and configures every plugin it
 /// references and wires the chains. Returns every problem found, with its place in the file.
-pub fn build(
-    source: &SourceFile,
-    config: &ConfigFile,
-    engine: &Arc<PluginEngine>,
-) -> Result<Generation, Diagnostics> {
+pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine>) -> Result<Generation, Diagnostics> {
     let mut c = Collector::new(source);
     let mut catalog = PluginCatalog {
         engine,
-        declared: config
-            .plugins
-            .iter()
-            .map(|p| (p.get_ref().name.get_ref().clone(), p))
-            .collect(),
+        declared: config.plugins.iter().map(|p| (p.get_ref().name.get_ref().clone(), p)).collect(),
         loaded: HashMap::new(),
         base_dir: source.base_dir().to_path_buf(),
     };
@@ -388,44 +320,26 @@ pub fn build(
     let router = match custom_routers.as_slice() {
         [] => {
             let settings = default_settings(DEFAULT_ROUTER, router_config(config).to_string());
-            match builtin_plugin(DEFAULT_ROUTER)
-                .map(|bytes| LoadedPlugin::load(engine, bytes, settings))
-            {
+            match builtin_plugin(DEFAULT_ROUTER).map(|bytes| LoadedPlugin::load(engine, bytes, settings)) {
                 Some(Ok(plugin)) => {
                     let role: Arc<dyn RouterRole> = Arc::new(WasmPlugin(plugin.clone()));
                     catalog.loaded.insert(
                         format!("{DEFAULT_ROUTER} (sites)"),
-                        Some(PluginEntry {
-                            enabled: vec![Role::Router],
-                            plugin,
-                        }),
+                        Some(PluginEntry { enabled: vec![Role::Router], plugin }),
                     );
-                    Some(Link {
-                        name: Arc::from(DEFAULT_ROUTER),
-                        role,
-                    })
+                    Some(Link { name: Arc::from(DEFAULT_ROUTER), role })
                 }
                 Some(Err(e)) => {
-                    c.found.push(source.whole(format!(
-                        "the built-in router rejected the [[site]] tables: {e:#}"
-                    )));
+                    c.found.push(source.whole(format!("the built-in router rejected the [[site]] tables: {e:#}")));
                     None
                 }
                 None => {
-                    c.found
-                        .push(source.whole("the built-in router is missing from this build"));
+                    c.found.push(source.whole("the built-in router is missing from this build"));
                     None
                 }
             }
         }
-        [one] => link_as!(
-            catalog,
-            one.get_ref().name.get_ref(),
-            Role::Router,
-            one.span(),
-            &mut c,
-            RouterRole
-        ),
+        [one] => link_as!(catalog, one.get_ref().name.get_ref(), Role::Router, one.span(), &mut c, RouterRole),
         [_, second, ..] => {
             c.error(second.span(), "only one plugin may take the router role");
             None
@@ -442,28 +356,18 @@ pub fn build(
             Some(b) => (b.get_ref().as_str(), b.span()),
             None => (DEFAULT_BALANCER, u.name.span()),
         };
-        let Some((balancer_name, plugin)) =
-            catalog.role(balancer_name, Role::Balancer, span, &mut c)
-        else {
+        let Some((balancer_name, plugin)) = catalog.role(balancer_name, Role::Balancer, span, &mut c) else {
             continue;
         };
         let mut backends = Vec::new();
         for b in u.backends.get_ref() {
             let b = b.get_ref();
             // Validation already reported unresolvable addresses.
-            let Some(address) = resolve_address(b.address.get_ref())
-                .ok()
-                .and_then(|a| a.first().copied())
-            else {
+            let Some(address) = resolve_address(b.address.get_ref()).ok().and_then(|a| a.first().copied()) else {
                 continue;
             };
             let weight = b.weight.as_ref().map_or(1, |w| *w.get_ref());
-            backends.push(Arc::new(Backend::new(
-                b.address.get_ref().clone(),
-                address,
-                weight,
-                b.tags.clone(),
-            )));
+            backends.push(Arc::new(Backend::new(b.address.get_ref().clone(), address, weight, b.tags.clone())));
         }
         let balancer: Arc<dyn BalancerRole> = Arc::new(plugin);
         upstreams.insert(
@@ -490,48 +394,19 @@ pub fn build(
             let mut response_filters = response_chain(&mut catalog, &r.response_filters, &mut c);
             response_filters.extend(site_response.iter().cloned());
             response_filters.extend(global_response.iter().cloned());
-            let split = r.split.as_ref().and_then(|s| {
-                link_as!(
-                    catalog,
-                    s.get_ref(),
-                    Role::Split,
-                    s.span(),
-                    &mut c,
-                    SplitRole
-                )
-            });
-            routes.insert(
-                route_name(&name, i, r),
-                RouteSettings {
-                    request_filters,
-                    response_filters,
-                    split,
-                },
-            );
+            let split =
+                r.split.as_ref().and_then(|s| link_as!(catalog, s.get_ref(), Role::Split, s.span(), &mut c, SplitRole));
+            routes.insert(route_name(&name, i, r), RouteSettings { request_filters, response_filters, split });
         }
     }
 
     let listen = if config.server.listen.is_empty() {
-        vec![
-            DEFAULT_LISTEN
-                .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080))),
-        ]
+        vec![DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)))]
     } else {
-        config
-            .server
-            .listen
-            .iter()
-            .filter_map(|l| l.get_ref().parse().ok())
-            .collect()
+        config.server.listen.iter().filter_map(|l| l.get_ref().parse().ok()).collect()
     };
 
-    let mut plugins: Vec<Arc<LoadedPlugin>> = catalog
-        .loaded
-        .into_values()
-        .flatten()
-        .map(|e| e.plugin)
-        .collect();
+    let mut plugins: Vec<Arc<LoadedPlugin>> = catalog.loaded.into_values().flatten().map(|e| e.plugin).collect();
     plugins.sort_by(|a, b| a.name().cmp(b.name()));
     c.finish()?;
     let Some(router) = router else {
@@ -557,11 +432,7 @@ pub fn load(path: &std::path::Path, engine: &Arc<PluginEngine>) -> Result<Genera
 
 /// Checks and builds configuration text (`path` names it in diagnostics and anchors relative
 /// plugin paths).
-pub fn load_text(
-    path: &std::path::Path,
-    text: &str,
-    engine: &Arc<PluginEngine>,
-) -> Result<Generation, Diagnostics> {
+pub fn load_text(path: &std::path::Path, text: &str, engine: &Arc<PluginEngine>) -> Result<Generation, Diagnostics> {
     let source = SourceFile::new(path, text);
     let config = crate::config::load_source(&source)?;
     build(&source, &config, engine)

@@ -46,10 +46,7 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn engine_or_exit() -> std::sync::Arc<PluginEngine> {
@@ -105,10 +102,7 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
     // The origins get their own runtime thread; Pingora runs its own.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(Err(e.to_string()));
@@ -116,10 +110,7 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
             }
         };
         runtime.block_on(async move {
-            match (
-                EchoOrigin::start("backend-a").await,
-                EchoOrigin::start("backend-b").await,
-            ) {
+            match (EchoOrigin::start("backend-a").await, EchoOrigin::start("backend-b").await) {
                 (Ok(a), Ok(b)) => {
                     let _ = tx.send(Ok((a.addr, b.addr)));
                     std::future::pending::<()>().await;
@@ -145,16 +136,10 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
     let text = demo_config(listen, a, b);
     match generation::load_text(std::path::Path::new("<demo>"), &text, &engine) {
         Ok(g) => {
-            println!(
-                "Switchyard demo on http://{listen} (backends: backend-a on {a}, backend-b on {b})"
-            );
+            println!("Switchyard demo on http://{listen} (backends: backend-a on {a}, backend-b on {b})");
             println!("Try:");
-            println!(
-                "  curl -i http://{listen}/            # round-robin over backend-a and backend-b"
-            );
-            println!(
-                "  curl -i http://{listen}/api/users   # /api goes to backend-b, with the prefix stripped"
-            );
+            println!("  curl -i http://{listen}/            # round-robin over backend-a and backend-b");
+            println!("  curl -i http://{listen}/api/users   # /api goes to backend-b, with the prefix stripped");
             println!("The demo's configuration:\n{text}");
             proxy::server::run_server(g)
         }

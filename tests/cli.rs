@@ -16,22 +16,15 @@ fn switchyard() -> Command {
 fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("switchyard.toml");
     let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
-    f.write_all(text.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
     path
 }
 
 #[test]
 fn version_and_help() {
-    let out = switchyard()
-        .arg("--version")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = switchyard().arg("--version").output().unwrap_or_else(|e| panic!("{e}"));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("switchyard 0."));
-    let out = switchyard()
-        .arg("--help")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = switchyard().arg("--help").output().unwrap_or_else(|e| panic!("{e}"));
     let help = String::from_utf8_lossy(&out.stdout);
     for command in ["run", "check", "demo"] {
         assert!(help.contains(command), "{help}");
@@ -59,12 +52,7 @@ path_prefix = "/"
 upstream = "wbe"
 "#,
     );
-    let out = switchyard()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = switchyard().arg("check").arg("--config").arg(&path).output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
@@ -73,10 +61,7 @@ upstream = "wbe"
         format!("{file}:7:25: backend address: `not-an-address` is not a valid host:port"),
         format!("{file}:14:12: unknown upstream `wbe`"),
     ] {
-        assert!(
-            stderr.contains(&expected),
-            "missing {expected:?} in:\n{stderr}"
-        );
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
     }
     assert!(stderr.contains("3 problem(s)"), "{stderr}");
 }
@@ -85,18 +70,10 @@ upstream = "wbe"
 fn check_reports_several_syntax_errors() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = write_config(&dir, "[server\nthreads = = 2\n[[site]]\nhosts = [\"a\"\n");
-    let out = switchyard()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = switchyard().arg("check").arg("--config").arg(&path).output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let located = stderr
-        .lines()
-        .filter(|l| l.starts_with(&format!("{}:", path.display())))
-        .count();
+    let located = stderr.lines().filter(|l| l.starts_with(&format!("{}:", path.display()))).count();
     assert!(located >= 2, "expected several located errors:\n{stderr}");
 }
 
@@ -107,17 +84,8 @@ fn check_accepts_a_valid_file_and_run_refuses_a_plugin_rejecting_its_config() {
         &dir,
         "[[upstream]]\nname = \"u\"\nbackends = [{ address = \"127.0.0.1:9\" }]\n[[site]]\nhosts = [\"*\"]\n[[site.route]]\nupstream = \"u\"\n",
     );
-    let out = switchyard()
-        .arg("check")
-        .arg("--config")
-        .arg(&good)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = switchyard().arg("check").arg("--config").arg(&good).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 
     let picky = format!(
@@ -125,18 +93,10 @@ fn check_accepts_a_valid_file_and_run_refuses_a_plugin_rejecting_its_config() {
         fixture("chaos").display()
     );
     let bad = write_config(&dir, &picky);
-    let out = switchyard()
-        .arg("run")
-        .arg("--config")
-        .arg(&bad)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = switchyard().arg("run").arg("--config").arg(&bad).output().unwrap_or_else(|e| panic!("{e}"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("plugin `picky`") && stderr.contains("needs a colour"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("plugin `picky`") && stderr.contains("needs a colour"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,11 +123,7 @@ async fn run_serves_a_configuration() {
     let mut answer = None;
     while Instant::now() < deadline {
         if let Ok(resp) = client().get(format!("http://{listen}/")).send().await {
-            answer = resp
-                .headers()
-                .get("x-backend")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            answer = resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).map(str::to_string);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

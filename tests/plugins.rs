@@ -36,11 +36,7 @@ upstream = "u"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_router_from_a_file_replaces_the_built_in() {
-    let (acme, globex, shared) = (
-        origin("acme").await,
-        origin("globex").await,
-        origin("shared").await,
-    );
+    let (acme, globex, shared) = (origin("acme").await, origin("globex").await, origin("shared").await);
     let config = format!(
         r#"
 [[plugin]]
@@ -72,34 +68,15 @@ upstream = "shared"
         sha = sha256_hex(&std::fs::read(fixture("tenant-router")).unwrap_or_default()),
     );
     let proxy = proxy(must_build(&config)).await;
-    let r = send(
-        proxy.local_addr,
-        "GET",
-        "www.saas.test",
-        "/",
-        &[("x-tenant", "acme")],
-    )
-    .await;
+    let r = send(proxy.local_addr, "GET", "www.saas.test", "/", &[("x-tenant", "acme")]).await;
     assert_eq!(r.backend.as_deref(), Some("acme"));
     assert_eq!(
         r.echoed_header("x-switchyard-tenant").as_deref(),
         Some("acme"),
         "the plugin's header change reaches the upstream"
     );
-    assert_eq!(
-        get(proxy.local_addr, "globex.saas.test", "/a")
-            .await
-            .backend
-            .as_deref(),
-        Some("globex")
-    );
-    assert_eq!(
-        get(proxy.local_addr, "nobody.saas.test", "/a")
-            .await
-            .backend
-            .as_deref(),
-        Some("shared")
-    );
+    assert_eq!(get(proxy.local_addr, "globex.saas.test", "/a").await.backend.as_deref(), Some("globex"));
+    assert_eq!(get(proxy.local_addr, "nobody.saas.test", "/a").await.backend.as_deref(), Some("shared"));
 }
 
 #[test]
@@ -110,14 +87,9 @@ path = "tenant-router.wasm"
 sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 config = { tenants = { a = "u" } }
 "#;
-    let problems = build(config)
-        .err()
-        .unwrap_or_else(|| panic!("a wrong pin must be refused"));
+    let problems = build(config).err().unwrap_or_else(|| panic!("a wrong pin must be refused"));
     let text = problems.to_string();
-    assert!(
-        text.contains("test.toml:4:10: plugin `tenants`: sha256 mismatch"),
-        "{text}"
-    );
+    assert!(text.contains("test.toml:4:10: plugin `tenants`: sha256 mismatch"), "{text}");
 }
 
 #[test]
@@ -127,9 +99,7 @@ name = "picky"
 path = "chaos.wasm"
 config = { reject = "the answer must be 42" }
 "#;
-    let problems = build(config)
-        .err()
-        .unwrap_or_else(|| panic!("a rejected config must fail the load"));
+    let problems = build(config).err().unwrap_or_else(|| panic!("a rejected config must fail the load"));
     let text = problems.to_string();
     assert!(text.contains("plugin `picky`"), "{text}");
     assert!(text.contains("the answer must be 42"), "{text}");
@@ -148,14 +118,8 @@ name = "u"
 balancer = "chaos"
 backends = [{ address = "127.0.0.1:9" }]
 "#;
-    let text = build(config)
-        .err()
-        .map(|d| d.to_string())
-        .unwrap_or_default();
-    assert!(
-        text.contains("test.toml:8:12: plugin `chaos` cannot be used as a balancer"),
-        "{text}"
-    );
+    let text = build(config).err().map(|d| d.to_string()).unwrap_or_default();
+    assert!(text.contains("test.toml:8:12: plugin `chaos` cannot be used as a balancer"), "{text}");
 }
 
 async fn expect_contained(at: std::net::SocketAddr, misbehaviour: &str, status: u16) -> Duration {
@@ -170,46 +134,23 @@ async fn expect_contained(at: std::net::SocketAddr, misbehaviour: &str, status: 
 async fn failing_plugins_are_contained_with_policy_closed() {
     let a = origin("a").await;
     let generation = must_build(&filtered_config(&a.addr.to_string(), "closed"));
-    let chaos = generation
-        .plugins
-        .iter()
-        .find(|p| p.name() == "chaos")
-        .cloned()
-        .unwrap_or_else(|| panic!("no chaos plugin"));
+    let chaos =
+        generation.plugins.iter().find(|p| p.name() == "chaos").cloned().unwrap_or_else(|| panic!("no chaos plugin"));
     let proxy = proxy(generation).await;
 
     expect_contained(proxy.local_addr, "trap", 500).await;
-    assert_eq!(
-        get(proxy.local_addr, "x.test", "/").await.status,
-        200,
-        "served after a trap"
-    );
+    assert_eq!(get(proxy.local_addr, "x.test", "/").await.status, 200, "served after a trap");
 
     let took = expect_contained(proxy.local_addr, "loop", 500).await;
     // The deadline is 20 ms; allow for a loaded machine, but not for a hang.
-    assert!(
-        took < Duration::from_secs(2),
-        "an endless loop was cut off after {took:?}"
-    );
-    assert_eq!(
-        get(proxy.local_addr, "x.test", "/").await.status,
-        200,
-        "served after a timeout"
-    );
+    assert!(took < Duration::from_secs(2), "an endless loop was cut off after {took:?}");
+    assert_eq!(get(proxy.local_addr, "x.test", "/").await.status, 200, "served after a timeout");
 
     expect_contained(proxy.local_addr, "grow", 500).await;
-    assert_eq!(
-        get(proxy.local_addr, "x.test", "/").await.status,
-        200,
-        "served after a memory breach"
-    );
+    assert_eq!(get(proxy.local_addr, "x.test", "/").await.status, 200, "served after a memory breach");
 
     let stats = chaos.shared().stats.snapshot();
-    assert_eq!(
-        (stats.traps, stats.timeouts, stats.memory_breaches),
-        (1, 1, 1),
-        "{stats:?}"
-    );
+    assert_eq!((stats.traps, stats.timeouts, stats.memory_breaches), (1, 1, 1), "{stats:?}");
     assert!(stats.calls >= 6, "{stats:?}");
 }
 
@@ -218,19 +159,8 @@ async fn failing_plugins_are_skipped_with_policy_open() {
     let a = origin("a").await;
     let proxy = proxy(must_build(&filtered_config(&a.addr.to_string(), "open"))).await;
     for misbehaviour in ["trap", "loop", "grow", "trap"] {
-        let r = send(
-            proxy.local_addr,
-            "GET",
-            "x.test",
-            "/",
-            &[("x-misbehave", misbehaviour)],
-        )
-        .await;
-        assert_eq!(
-            (r.status, r.backend.as_deref()),
-            (200, Some("a")),
-            "{misbehaviour}"
-        );
+        let r = send(proxy.local_addr, "GET", "x.test", "/", &[("x-misbehave", misbehaviour)]).await;
+        assert_eq!((r.status, r.backend.as_deref()), (200, Some("a")), "{misbehaviour}");
     }
 }
 
@@ -238,19 +168,9 @@ async fn failing_plugins_are_skipped_with_policy_open() {
 async fn a_plugin_can_use_every_host_import() {
     let a = origin("a").await;
     let proxy = proxy(must_build(&filtered_config(&a.addr.to_string(), "closed"))).await;
-    let r = send(
-        proxy.local_addr,
-        "POST",
-        "Tour.Test:81",
-        "/",
-        &[("x-misbehave", "host-tour")],
-    )
-    .await;
+    let r = send(proxy.local_addr, "POST", "Tour.Test:81", "/", &[("x-misbehave", "host-tour")]).await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.headers.get("x-tour").and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    assert_eq!(r.headers.get("x-tour").and_then(|v| v.to_str().ok()), Some("1"));
     for expected in [
         "now_ok=true",
         "mono_ok=true",
@@ -266,21 +186,10 @@ async fn a_plugin_can_use_every_host_import() {
         "method=POST",
         "host=tour.test",
     ] {
-        assert!(
-            r.body.contains(expected),
-            "{expected} missing from {}",
-            r.body
-        );
+        assert!(r.body.contains(expected), "{expected} missing from {}", r.body);
     }
     // The key-value store is shared by all instances of the plugin and outlives the request.
-    let again = send(
-        proxy.local_addr,
-        "GET",
-        "x",
-        "/",
-        &[("x-misbehave", "host-tour")],
-    )
-    .await;
+    let again = send(proxy.local_addr, "GET", "x", "/", &[("x-misbehave", "host-tour")]).await;
     assert!(again.body.contains("incr=4"), "{}", again.body);
 }
 
@@ -318,51 +227,29 @@ upstream = "ab"
         a.addr, b.addr, other.addr
     );
     let generation = must_build(&config);
-    let chaos = generation
-        .plugins
-        .iter()
-        .find(|p| p.name() == "chaos")
-        .cloned()
-        .unwrap_or_else(|| panic!("chaos not loaded"));
+    let chaos =
+        generation.plugins.iter().find(|p| p.name() == "chaos").cloned().unwrap_or_else(|| panic!("chaos not loaded"));
     let mut roles: Vec<_> = chaos.roles().iter().map(|r| r.config_name()).collect();
     roles.sort();
-    assert_eq!(
-        roles,
-        vec!["request_filter", "response_filter", "split"],
-        "roles are detected from the exports"
-    );
+    assert_eq!(roles, vec!["request_filter", "response_filter", "split"], "roles are detected from the exports");
     let proxy = proxy(generation).await;
     let at = proxy.local_addr;
 
     for _ in 0..4 {
         let r = send(at, "GET", "x", "/split", &[("x-variant", "b")]).await;
-        assert_eq!(
-            r.backend.as_deref(),
-            Some("b"),
-            "the split's tag narrows the candidates"
-        );
+        assert_eq!(r.backend.as_deref(), Some("b"), "the split's tag narrows the candidates");
         assert_eq!(
             r.headers.get("x-chaos").and_then(|v| v.to_str().ok()),
             Some("seen 200"),
             "the site's response filter ran"
         );
     }
-    assert_eq!(
-        send(at, "GET", "x", "/split", &[("x-upstream", "other")])
-            .await
-            .backend
-            .as_deref(),
-        Some("other")
-    );
+    assert_eq!(send(at, "GET", "x", "/split", &[("x-upstream", "other")]).await.backend.as_deref(), Some("other"));
     let r = send(at, "GET", "x", "/split", &[("x-variant", "c")]).await;
     assert_eq!(r.status, 503, "no backend carries tag c: {}", r.body);
     // The split only applies to its route.
     let r = send(at, "GET", "x", "/", &[("x-upstream", "other")]).await;
-    assert!(
-        matches!(r.backend.as_deref(), Some("a") | Some("b")),
-        "{:?}",
-        r.backend
-    );
+    assert!(matches!(r.backend.as_deref(), Some("a") | Some("b")), "{:?}", r.backend);
     // A response filter that traps fails the response with its policy (closed: 500).
     let r = send(at, "GET", "x", "/", &[("x-misbehave-response", "trap")]).await;
     assert_eq!(r.status, 500);

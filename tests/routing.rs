@@ -70,11 +70,7 @@ upstream = "rest"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_longest_prefix_and_matchers() {
     let (a, b, c) = (origin("a").await, origin("b").await, origin("c").await);
-    let config = routing_config(
-        &a.addr.to_string(),
-        &b.addr.to_string(),
-        &c.addr.to_string(),
-    );
+    let config = routing_config(&a.addr.to_string(), &b.addr.to_string(), &c.addr.to_string());
     let proxy = proxy(must_build(&config)).await;
     let at = proxy.local_addr;
 
@@ -89,56 +85,19 @@ async fn routes_by_host_longest_prefix_and_matchers() {
     // A method matcher takes precedence over the plain route with the same prefix.
     let r = send(at, "POST", "api.test", "/users/42", &[]).await;
     assert_eq!(r.backend.as_deref(), Some("b"));
-    assert_eq!(
-        r.echoed("path").as_deref(),
-        Some("/users/42"),
-        "this route does not strip"
-    );
+    assert_eq!(r.echoed("path").as_deref(), Some("/users/42"), "this route does not strip");
     // Header and query matchers.
-    assert_eq!(
-        send(at, "GET", "api.test", "/x", &[("x-beta", "1")])
-            .await
-            .backend
-            .as_deref(),
-        Some("b")
-    );
-    assert_eq!(
-        send(at, "GET", "api.test", "/x", &[("x-beta", "0")])
-            .await
-            .backend
-            .as_deref(),
-        Some("c")
-    );
-    assert_eq!(
-        get(at, "api.test", "/x?debug").await.backend.as_deref(),
-        Some("a")
-    );
+    assert_eq!(send(at, "GET", "api.test", "/x", &[("x-beta", "1")]).await.backend.as_deref(), Some("b"));
+    assert_eq!(send(at, "GET", "api.test", "/x", &[("x-beta", "0")]).await.backend.as_deref(), Some("c"));
+    assert_eq!(get(at, "api.test", "/x?debug").await.backend.as_deref(), Some("a"));
     // Host matching is case-insensitive and ignores the port.
-    assert_eq!(
-        get(at, "API.test:8080", "/x").await.backend.as_deref(),
-        Some("c")
-    );
+    assert_eq!(get(at, "API.test:8080", "/x").await.backend.as_deref(), Some("c"));
     // Wildcards match any depth of subdomain, not the bare domain.
-    assert_eq!(
-        get(at, "one.wild.test", "/").await.backend.as_deref(),
-        Some("b")
-    );
-    assert_eq!(
-        get(at, "two.one.wild.test", "/").await.backend.as_deref(),
-        Some("b")
-    );
+    assert_eq!(get(at, "one.wild.test", "/").await.backend.as_deref(), Some("b"));
+    assert_eq!(get(at, "two.one.wild.test", "/").await.backend.as_deref(), Some("b"));
     // The catch-all site takes every other host, and its routes still apply.
-    assert_eq!(
-        get(at, "wild.test", "/only/x").await.backend.as_deref(),
-        Some("c")
-    );
-    assert_eq!(
-        get(at, "elsewhere.example", "/only")
-            .await
-            .backend
-            .as_deref(),
-        Some("c")
-    );
+    assert_eq!(get(at, "wild.test", "/only/x").await.backend.as_deref(), Some("c"));
+    assert_eq!(get(at, "elsewhere.example", "/only").await.backend.as_deref(), Some("c"));
     let r = get(at, "elsewhere.example", "/other").await;
     assert_eq!(r.status, 404);
     assert!(r.body.contains("no route"), "{}", r.body);
@@ -228,23 +187,13 @@ async fn malformed_requests_get_400_and_the_proxy_lives_on() {
         a.addr
     );
     let proxy = proxy(must_build(&config)).await;
-    for garbage in [
-        &b"GARBAGE\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n",
-        b"GET / HTTP/9.9\r\n\r\n",
-    ] {
-        let mut tcp = tokio::net::TcpStream::connect(proxy.local_addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tcp.write_all(garbage)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+    for garbage in
+        [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n"]
+    {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.local_addr).await.unwrap_or_else(|e| panic!("{e}"));
+        tcp.write_all(garbage).await.unwrap_or_else(|e| panic!("{e}"));
         let mut reply = Vec::new();
-        let read = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            tcp.read_to_end(&mut reply),
-        )
-        .await;
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut reply)).await;
         assert!(read.is_ok(), "the proxy must answer or close, not hang");
         let text = String::from_utf8_lossy(&reply);
         assert!(
@@ -266,13 +215,7 @@ async fn the_demo_configuration_serves_both_backends() {
     let second = get(proxy.local_addr, "localhost", "/").await.backend;
     let mut seen = vec![first, second];
     seen.sort();
-    assert_eq!(
-        seen,
-        vec![Some("backend-a".to_string()), Some("backend-b".to_string())]
-    );
+    assert_eq!(seen, vec![Some("backend-a".to_string()), Some("backend-b".to_string())]);
     let api = get(proxy.local_addr, "localhost", "/api/users").await;
-    assert_eq!(
-        (api.backend.as_deref(), api.echoed("path").as_deref()),
-        (Some("backend-b"), Some("/users"))
-    );
+    assert_eq!((api.backend.as_deref(), api.echoed("path").as_deref()), (Some("backend-b"), Some("/users")));
 }

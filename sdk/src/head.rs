@@ -1,6 +1,8 @@
 //! The request and response heads a plugin sees, as traits: the wasm resources implement them
 //! inside the proxy, and the [`crate::testkit`] types implement them in native tests.
 
+use std::borrow::Cow;
+
 use crate::bindings::types::{Request, Response};
 
 /// The head of the client's request, owned by the proxy. See the WIT `request` resource for the
@@ -11,9 +13,10 @@ pub trait RequestHead {
     /// `http` or `https`.
     fn scheme(&self) -> String;
     /// The requested host, lowercased, without port; empty when the client sent none.
-    fn host(&self) -> String;
-    /// The path of the request target, without the query.
-    fn path(&self) -> String;
+    /// Borrowed when the value is already in the guest (a router's call brings it along).
+    fn host(&self) -> Cow<'_, str>;
+    /// The path of the request target, without the query. Borrowed like [`Self::host`].
+    fn path(&self) -> Cow<'_, str>;
     /// The query string without `?`, if the target has one.
     fn query(&self) -> Option<String>;
     /// The first value of header `name` (case-insensitive).
@@ -61,11 +64,11 @@ impl RequestHead for Request {
     fn scheme(&self) -> String {
         Request::scheme(self)
     }
-    fn host(&self) -> String {
-        Request::host(self)
+    fn host(&self) -> Cow<'_, str> {
+        Cow::Owned(Request::host(self))
     }
-    fn path(&self) -> String {
-        Request::path(self)
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Owned(Request::path(self))
     }
     fn query(&self) -> Option<String> {
         Request::query(self)
@@ -120,5 +123,68 @@ impl ResponseHead for Response {
     }
     fn remove_header(&self, name: &str) -> Result<(), String> {
         Response::remove_header(self, name)
+    }
+}
+
+/// The request a router sees: the proxy's request, with the host and path that came with the
+/// call answered locally instead of by a call into the host.
+pub struct RoutedRequest<'a> {
+    inner: &'a Request,
+    host: String,
+    path: String,
+}
+
+impl<'a> RoutedRequest<'a> {
+    #[doc(hidden)]
+    pub fn new(inner: &'a Request, host: String, path: String) -> Self {
+        RoutedRequest { inner, host, path }
+    }
+}
+
+impl RequestHead for RoutedRequest<'_> {
+    fn method(&self) -> String {
+        self.inner.method()
+    }
+    fn scheme(&self) -> String {
+        self.inner.scheme()
+    }
+    fn host(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.host)
+    }
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.path)
+    }
+    fn query(&self) -> Option<String> {
+        self.inner.query()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.inner.header(name)
+    }
+    fn header_all(&self, name: &str) -> Vec<String> {
+        self.inner.header_all(name)
+    }
+    fn header_names(&self) -> Vec<String> {
+        self.inner.header_names()
+    }
+    fn client_ip(&self) -> String {
+        self.inner.client_ip()
+    }
+    fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
+        self.inner.set_header(name, value)
+    }
+    fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
+        self.inner.append_header(name, value)
+    }
+    fn remove_header(&self, name: &str) -> Result<(), String> {
+        self.inner.remove_header(name)
+    }
+    fn set_path_and_query(&self, path_and_query: &str) -> Result<(), String> {
+        self.inner.set_path_and_query(path_and_query)
+    }
+    fn context(&self, key: &str) -> Option<String> {
+        self.inner.context(key)
+    }
+    fn set_context(&self, key: &str, value: &str) {
+        self.inner.set_context(key, value)
     }
 }

@@ -33,12 +33,7 @@ pub fn histogram_record(name: &str, value: f64) {
     #[cfg(target_arch = "wasm32")]
     imports::histogram_record(name, value);
     #[cfg(not(target_arch = "wasm32"))]
-    with_test_host(|h| {
-        h.histograms
-            .entry(name.to_string())
-            .or_default()
-            .push(value)
-    });
+    with_test_host(|h| h.histograms.entry(name.to_string()).or_default().push(value));
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch.
@@ -107,9 +102,7 @@ pub fn kv_increment(key: &str, delta: i64) -> i64 {
     return imports::kv_increment(key, delta);
     #[cfg(not(target_arch = "wasm32"))]
     with_test_host(|h| {
-        let entry =
-            h.kv.entry(key.to_string())
-                .or_insert_with(|| "0".to_string());
+        let entry = h.kv.entry(key.to_string()).or_insert_with(|| "0".to_string());
         let next = entry.parse::<i64>().unwrap_or(0).wrapping_add(delta);
         *entry = next.to_string();
         next

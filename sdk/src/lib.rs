@@ -36,10 +36,8 @@ mod head;
 pub mod host;
 pub mod testkit;
 
-pub use bindings::types::{
-    Candidate, FilterAction, Header, LocalResponse, LogLevel, RouteDecision, SplitChoice,
-};
-pub use head::{RequestHead, ResponseHead};
+pub use bindings::types::{Candidate, FilterAction, Header, LocalResponse, LogLevel, RouteDecision, SplitChoice};
+pub use head::{RequestHead, ResponseHead, RoutedRequest};
 
 /// The context key under which the host records the variant chosen by the split role.
 pub const SPLIT_VARIANT_CONTEXT_KEY: &str = "split.variant";
@@ -126,9 +124,10 @@ macro_rules! __export_role {
                     INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
                     Ok(())
                 }
-                fn route(req: &Request) -> Option<RouteDecision> {
+                fn route(req: &Request, host: String, path: String) -> Option<RouteDecision> {
+                    let req = $crate::RoutedRequest::new(req, host, path);
                     INSTANCE.with(|slot| match slot.borrow().as_ref() {
-                        Some(plugin) => $crate::Router::route(plugin, req),
+                        Some(plugin) => $crate::Router::route(plugin, &req),
                         None => $crate::__not_configured(),
                     })
                 }

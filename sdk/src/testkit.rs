@@ -4,6 +4,7 @@
 //! applies (case-insensitive names, protected framing headers); [`TestHost`] serves the
 //! [`crate::host`] functions for the current thread and records what the plugin did.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -88,19 +89,13 @@ pub const KV_MAX_KEY_BYTES: usize = 256;
 /// The longest value the key-value store accepts, in bytes.
 pub const KV_MAX_VALUE_BYTES: usize = 4096;
 
-fn check_header_change(
-    name: &str,
-    value: Option<&str>,
-    is_request: bool,
-) -> Result<String, String> {
+fn check_header_change(name: &str, value: Option<&str>, is_request: bool) -> Result<String, String> {
     let lower = name.to_ascii_lowercase();
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     if lower.is_empty() || !lower.bytes().all(token) {
         return Err(format!("invalid header name {name:?}"));
     }
-    if PROTECTED_HEADERS.contains(&lower.as_str())
-        || (is_request && lower == "host" && value.is_none())
-    {
+    if PROTECTED_HEADERS.contains(&lower.as_str()) || (is_request && lower == "host" && value.is_none()) {
         return Err(format!("header {lower} is protected"));
     }
     if let Some(v) = value {
@@ -116,17 +111,10 @@ struct Headers(Vec<(String, String)>);
 
 impl Headers {
     fn first(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
     }
     fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.0.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
     }
     fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
@@ -184,9 +172,7 @@ impl TestRequest {
     pub fn with_host(self, host: &str) -> Self {
         {
             let mut s = self.0.borrow_mut();
-            let bare = host
-                .rsplit_once(':')
-                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
+            let bare = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
             s.host = bare.map_or(host, |(h, _)| h).to_ascii_lowercase();
             s.headers.set("host".to_string(), host);
         }
@@ -194,11 +180,7 @@ impl TestRequest {
     }
     /// Adds a header.
     pub fn with_header(self, name: &str, value: &str) -> Self {
-        self.0
-            .borrow_mut()
-            .headers
-            .0
-            .push((name.to_string(), value.to_string()));
+        self.0.borrow_mut().headers.0.push((name.to_string(), value.to_string()));
         self
     }
     /// Sets the scheme (`http` or `https`).
@@ -228,22 +210,16 @@ impl RequestHead for TestRequest {
     fn scheme(&self) -> String {
         self.0.borrow().scheme.clone()
     }
-    fn host(&self) -> String {
-        self.0.borrow().host.clone()
+    fn host(&self) -> Cow<'_, str> {
+        Cow::Owned(self.0.borrow().host.clone())
     }
-    fn path(&self) -> String {
+    fn path(&self) -> Cow<'_, str> {
         let s = self.0.borrow();
-        s.path_and_query
-            .split_once('?')
-            .map_or(s.path_and_query.as_str(), |(p, _)| p)
-            .to_string()
+        let path = s.path_and_query.split_once('?').map_or(s.path_and_query.as_str(), |(p, _)| p);
+        Cow::Owned(path.to_string())
     }
     fn query(&self) -> Option<String> {
-        self.0
-            .borrow()
-            .path_and_query
-            .split_once('?')
-            .map(|(_, q)| q.to_string())
+        self.0.borrow().path_and_query.split_once('?').map(|(_, q)| q.to_string())
     }
     fn header(&self, name: &str) -> Option<String> {
         self.0.borrow().headers.first(name)
@@ -264,11 +240,7 @@ impl RequestHead for TestRequest {
     }
     fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
         let name = check_header_change(name, Some(value), true)?;
-        self.0
-            .borrow_mut()
-            .headers
-            .0
-            .push((name, value.to_string()));
+        self.0.borrow_mut().headers.0.push((name, value.to_string()));
         Ok(())
     }
     fn remove_header(&self, name: &str) -> Result<(), String> {
@@ -287,10 +259,7 @@ impl RequestHead for TestRequest {
         self.0.borrow().context.get(key).cloned()
     }
     fn set_context(&self, key: &str, value: &str) {
-        self.0
-            .borrow_mut()
-            .context
-            .insert(key.to_string(), value.to_string());
+        self.0.borrow_mut().context.insert(key.to_string(), value.to_string());
     }
 }
 
@@ -305,11 +274,7 @@ impl TestResponse {
     }
     /// Adds a header.
     pub fn with_header(self, name: &str, value: &str) -> Self {
-        self.0
-            .borrow_mut()
-            .1
-            .0
-            .push((name.to_string(), value.to_string()));
+        self.0.borrow_mut().1.0.push((name.to_string(), value.to_string()));
         self
     }
     /// All headers as the plugin left them, in order.

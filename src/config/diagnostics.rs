@@ -20,14 +20,7 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file.display(),
-                self.line,
-                self.column,
-                self.message
-            )
+            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
         }
     }
 }
@@ -60,18 +53,12 @@ pub struct SourceFile {
 impl SourceFile {
     /// The source named `path` with contents `text`.
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
-        SourceFile {
-            path: path.into(),
-            text: text.into(),
-        }
+        SourceFile { path: path.into(), text: text.into() }
     }
 
     /// The directory relative paths in the file are resolved against.
     pub fn base_dir(&self) -> &Path {
-        self.path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
+        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
     }
 
     /// A diagnostic at the start of `span`.
@@ -80,22 +67,12 @@ impl SourceFile {
         let before = &self.text[..floor_char_boundary(&self.text, offset)];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Diagnostic {
-            file: self.path.clone(),
-            line,
-            column,
-            message: message.into(),
-        }
+        Diagnostic { file: self.path.clone(), line, column, message: message.into() }
     }
 
     /// A diagnostic about the file as a whole.
     pub fn whole(&self, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: self.path.clone(),
-            line: 0,
-            column: 0,
-            message: message.into(),
-        }
+        Diagnostic { file: self.path.clone(), line: 0, column: 0, message: message.into() }
     }
 }
 
@@ -116,10 +93,7 @@ pub struct Collector<'s> {
 impl<'s> Collector<'s> {
     /// An empty collector for `source`.
     pub fn new(source: &'s SourceFile) -> Self {
-        Collector {
-            source,
-            found: Vec::new(),
-        }
+        Collector { source, found: Vec::new() }
     }
 
     /// Records a problem at `span`.

@@ -86,10 +86,7 @@ timeout_ms = 0
             "c.toml:16:14: timeout_ms must be between 1 and 60000",
         ];
         for e in expected {
-            assert!(
-                found.iter().any(|f| f.starts_with(e)),
-                "missing {e:?} in {found:#?}"
-            );
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
@@ -99,9 +96,6 @@ timeout_ms = 0
         let text = "[[upstream]]\nname = \"u\"\nbackends = \"oops\"\n[[site]]\nhosts = [\"*\"]\n[[site.route]]\nupstream = \"u\"\n";
         let found = problems(text);
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert!(
-            found[0].starts_with("c.toml:3:12: [[upstream]]: invalid type"),
-            "{found:#?}"
-        );
+        assert!(found[0].starts_with("c.toml:3:12: [[upstream]]: invalid type"), "{found:#?}");
     }
 }

@@ -135,11 +135,7 @@ impl<'de> Deserialize<'de> for MatchValue {
                 Ok(MatchValue::Exact(v.to_string()))
             }
             fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<MatchValue, E> {
-                if v {
-                    Ok(MatchValue::Present(true))
-                } else {
-                    Err(E::custom("use true (present) or a string value"))
-                }
+                if v { Ok(MatchValue::Present(true)) } else { Err(E::custom("use true (present) or a string value")) }
             }
         }
         deserializer.deserialize_any(Visitor)

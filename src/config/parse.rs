@@ -7,9 +7,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diagnostics::{Collector, Diagnostics, SourceFile};
-use super::model::{
-    ConfigFile, PluginSection, RouteSection, ServerSection, SiteSection, UpstreamSection,
-};
+use super::model::{ConfigFile, PluginSection, RouteSection, ServerSection, SiteSection, UpstreamSection};
 
 /// One step of a path into a TOML value.
 enum Step {
@@ -29,9 +27,7 @@ fn steps(path: &serde_ignored::Path<'_>, out: &mut Vec<Step>) {
             steps(parent, out);
             out.push(Step::Key(key.clone()));
         }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => steps(parent, out),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => steps(parent, out),
     }
 }
 
@@ -66,11 +62,7 @@ fn path_text(path: &[Step]) -> String {
 
 /// Deserializes one part of the file on its own; reports its unknown keys and its first type
 /// error, and returns `None` if it could not be read.
-fn read_part<T: DeserializeOwned>(
-    value: &Spanned<DeValue<'_>>,
-    what: &str,
-    c: &mut Collector<'_>,
-) -> Option<T> {
+fn read_part<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>, what: &str, c: &mut Collector<'_>) -> Option<T> {
     let mut unknown: Vec<Vec<Step>> = Vec::new();
     let result: Result<T, toml::de::Error> =
         serde_ignored::deserialize(ValueDeserializer::from(value.clone()), |path| {
@@ -79,10 +71,7 @@ fn read_part<T: DeserializeOwned>(
             unknown.push(s);
         });
     for path in &unknown {
-        c.error(
-            locate(value, path),
-            format!("unknown key `{}` in {what}", path_text(path)),
-        );
+        c.error(locate(value, path), format!("unknown key `{}` in {what}", path_text(path)));
     }
     match result {
         Ok(v) => Some(v),
@@ -94,18 +83,11 @@ fn read_part<T: DeserializeOwned>(
     }
 }
 
-fn elements<'a, 'i>(
-    value: &'a Spanned<DeValue<'i>>,
-    what: &str,
-    c: &mut Collector<'_>,
-) -> &'a [Spanned<DeValue<'i>>] {
+fn elements<'a, 'i>(value: &'a Spanned<DeValue<'i>>, what: &str, c: &mut Collector<'_>) -> &'a [Spanned<DeValue<'i>>] {
     match value.get_ref() {
         DeValue::Array(array) => array,
         _ => {
-            c.error(
-                value.span(),
-                format!("`{what}` must be an array of tables ([[{what}]])"),
-            );
+            c.error(value.span(), format!("`{what}` must be an array of tables ([[{what}]])"));
             &[]
         }
     }
@@ -167,10 +149,9 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
                     }
                 }
             }
-            other => c.error(
-                key.span(),
-                format!("unknown section `{other}` (expected server, upstream, site or plugin)"),
-            ),
+            other => {
+                c.error(key.span(), format!("unknown section `{other}` (expected server, upstream, site or plugin)"))
+            }
         }
     }
     Ok(config)

@@ -9,9 +9,7 @@ use super::model::{ConfigFile, DEFAULT_LISTEN};
 use crate::plugin::{MAX_PLUGIN_MEMORY_BYTES, Role, builtin_names};
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_host_pattern(host: &str) -> bool {
@@ -24,9 +22,7 @@ fn is_host_pattern(host: &str) -> bool {
         && name.trim_end_matches('.').split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -39,11 +35,7 @@ pub fn resolve_address(address: &str) -> Result<Vec<SocketAddr>, String> {
     match address.to_socket_addrs() {
         Ok(addrs) => {
             let addrs: Vec<_> = addrs.collect();
-            if addrs.is_empty() {
-                Err(format!("`{address}` resolves to no address"))
-            } else {
-                Ok(addrs)
-            }
+            if addrs.is_empty() { Err(format!("`{address}` resolves to no address")) } else { Ok(addrs) }
         }
         Err(e) => Err(format!("`{address}` is not a valid host:port ({e})")),
     }
@@ -55,20 +47,12 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
     let plugin_names = validate_plugins(config, c);
     let builtins: HashSet<&str> = builtin_names().collect();
     let unreadable = &config.unreadable_names;
-    let known_plugin = |name: &str| {
-        plugin_names.contains(name) || builtins.contains(name) || unreadable.contains(name)
-    };
+    let known_plugin = |name: &str| plugin_names.contains(name) || builtins.contains(name) || unreadable.contains(name);
 
-    for chain in [
-        &config.server.request_filters,
-        &config.server.response_filters,
-    ] {
+    for chain in [&config.server.request_filters, &config.server.response_filters] {
         for f in chain {
             if !known_plugin(f.get_ref()) {
-                c.error(
-                    f.span(),
-                    format!("unknown plugin `{}` in filter chain", f.get_ref()),
-                );
+                c.error(f.span(), format!("unknown plugin `{}` in filter chain", f.get_ref()));
             }
         }
     }
@@ -81,16 +65,10 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
             c.error(u.name.span(), "upstream name must not be empty");
         } else if let Some(first) = upstreams.insert(name, u.name.span()) {
             let line = c.source.at(first, "").line;
-            c.error(
-                u.name.span(),
-                format!("upstream `{name}` is already defined on line {line}"),
-            );
+            c.error(u.name.span(), format!("upstream `{name}` is already defined on line {line}"));
         }
         if u.backends.get_ref().is_empty() {
-            c.error(
-                u.backends.span(),
-                format!("upstream `{name}` has no backends"),
-            );
+            c.error(u.backends.span(), format!("upstream `{name}` has no backends"));
         }
         for b in u.backends.get_ref() {
             let b = b.get_ref();
@@ -107,10 +85,7 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
             if !known_plugin(balancer.get_ref()) {
                 c.error(
                     balancer.span(),
-                    format!(
-                        "unknown balancer `{}` (a built-in or a [[plugin]] name)",
-                        balancer.get_ref()
-                    ),
+                    format!("unknown balancer `{}` (a built-in or a [[plugin]] name)", balancer.get_ref()),
                 );
             }
         }
@@ -121,36 +96,21 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
     for site in &config.sites {
         let site = site.get_ref();
         if site.hosts.get_ref().is_empty() {
-            c.error(
-                site.hosts.span(),
-                "a site needs at least one host (use \"*\" for any host)",
-            );
+            c.error(site.hosts.span(), "a site needs at least one host (use \"*\" for any host)");
         }
         for host in site.hosts.get_ref() {
             let h = host.get_ref().trim_end_matches('.').to_ascii_lowercase();
             if !is_host_pattern(&h) {
-                c.error(
-                    host.span(),
-                    format!(
-                        "invalid host `{}` (exact name, *.domain or *)",
-                        host.get_ref()
-                    ),
-                );
+                c.error(host.span(), format!("invalid host `{}` (exact name, *.domain or *)", host.get_ref()));
             } else if let Some(first) = hosts.insert(h.clone(), host.span()) {
                 let line = c.source.at(first, "").line;
-                c.error(
-                    host.span(),
-                    format!("host `{h}` is already used on line {line}"),
-                );
+                c.error(host.span(), format!("host `{h}` is already used on line {line}"));
             }
         }
         for chain in [&site.request_filters, &site.response_filters] {
             for f in chain {
                 if !known_plugin(f.get_ref()) {
-                    c.error(
-                        f.span(),
-                        format!("unknown plugin `{}` in filter chain", f.get_ref()),
-                    );
+                    c.error(f.span(), format!("unknown plugin `{}` in filter chain", f.get_ref()));
                 }
             }
         }
@@ -158,10 +118,7 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
             let r = route.get_ref();
             if let Some(name) = &r.name {
                 if !route_names.insert(name.get_ref().clone()) {
-                    c.error(
-                        name.span(),
-                        format!("route name `{}` is used twice", name.get_ref()),
-                    );
+                    c.error(name.span(), format!("route name `{}` is used twice", name.get_ref()));
                 }
             }
             if let Some(prefix) = &r.path_prefix {
@@ -176,35 +133,21 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
             }
             for name in r.headers.keys() {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    c.error(
-                        route.span(),
-                        format!("invalid header name `{name}` in headers matcher"),
-                    );
+                    c.error(route.span(), format!("invalid header name `{name}` in headers matcher"));
                 }
             }
-            if !upstreams.contains_key(r.upstream.get_ref().as_str())
-                && !unreadable.contains(r.upstream.get_ref())
-            {
-                c.error(
-                    r.upstream.span(),
-                    format!("unknown upstream `{}`", r.upstream.get_ref()),
-                );
+            if !upstreams.contains_key(r.upstream.get_ref().as_str()) && !unreadable.contains(r.upstream.get_ref()) {
+                c.error(r.upstream.span(), format!("unknown upstream `{}`", r.upstream.get_ref()));
             }
             if let Some(split) = &r.split {
                 if !known_plugin(split.get_ref()) {
-                    c.error(
-                        split.span(),
-                        format!("unknown split plugin `{}`", split.get_ref()),
-                    );
+                    c.error(split.span(), format!("unknown split plugin `{}`", split.get_ref()));
                 }
             }
             for chain in [&r.request_filters, &r.response_filters] {
                 for f in chain {
                     if !known_plugin(f.get_ref()) {
-                        c.error(
-                            f.span(),
-                            format!("unknown plugin `{}` in filter chain", f.get_ref()),
-                        );
+                        c.error(f.span(), format!("unknown plugin `{}` in filter chain", f.get_ref()));
                     }
                 }
             }
@@ -217,10 +160,7 @@ fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
         if listen.get_ref().parse::<SocketAddr>().is_err() {
             c.error(
                 listen.span(),
-                format!(
-                    "listen address `{}` is not ip:port (e.g. {DEFAULT_LISTEN})",
-                    listen.get_ref()
-                ),
+                format!("listen address `{}` is not ip:port (e.g. {DEFAULT_LISTEN})", listen.get_ref()),
             );
         }
     }
@@ -242,29 +182,16 @@ fn validate_plugins(config: &ConfigFile, c: &mut Collector<'_>) -> HashSet<Strin
         if name.is_empty() {
             c.error(p.name.span(), "plugin name must not be empty");
         } else if builtins.contains(name.as_str()) {
-            c.error(
-                p.name.span(),
-                format!("`{name}` is the name of a built-in plugin; choose another name"),
-            );
+            c.error(p.name.span(), format!("`{name}` is the name of a built-in plugin; choose another name"));
         } else if !names.insert(name.clone()) {
             c.error(p.name.span(), format!("plugin `{name}` is defined twice"));
         }
         match (&p.path, &p.builtin) {
             (Some(_), Some(b)) => c.error(b.span(), "set either `path` or `builtin`, not both"),
-            (None, None) => c.error(
-                span,
-                format!("plugin `{name}` needs `path` (a component file) or `builtin`"),
-            ),
+            (None, None) => c.error(span, format!("plugin `{name}` needs `path` (a component file) or `builtin`")),
             (None, Some(b)) if !builtins.contains(b.get_ref().as_str()) => {
                 let known: Vec<_> = builtin_names().collect();
-                c.error(
-                    b.span(),
-                    format!(
-                        "unknown built-in `{}` (built-ins: {})",
-                        b.get_ref(),
-                        known.join(", ")
-                    ),
-                );
+                c.error(b.span(), format!("unknown built-in `{}` (built-ins: {})", b.get_ref(), known.join(", ")));
             }
             _ => {}
         }
@@ -276,7 +203,13 @@ fn validate_plugins(config: &ConfigFile, c: &mut Collector<'_>) -> HashSet<Strin
         }
         for role in p.roles.iter().flatten() {
             if Role::from_config_name(role.get_ref()).is_none() {
-                c.error(role.span(), format!("unknown role `{}` (router, request_filter, response_filter, split, balancer)", role.get_ref()));
+                c.error(
+                    role.span(),
+                    format!(
+                        "unknown role `{}` (router, request_filter, response_filter, split, balancer)",
+                        role.get_ref()
+                    ),
+                );
             }
         }
         if let Some(t) = &p.timeout_ms {
@@ -287,10 +220,7 @@ fn validate_plugins(config: &ConfigFile, c: &mut Collector<'_>) -> HashSet<Strin
         if let Some(m) = &p.memory_limit_mb {
             let max = (MAX_PLUGIN_MEMORY_BYTES >> 20) as u64;
             if *m.get_ref() == 0 || *m.get_ref() > max {
-                c.error(
-                    m.span(),
-                    format!("memory_limit_mb must be between 1 and {max}"),
-                );
+                c.error(m.span(), format!("memory_limit_mb must be between 1 and {max}"));
             }
         }
     }

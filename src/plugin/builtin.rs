@@ -5,10 +5,7 @@ include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 
 /// The component bytes of the built-in `name`.
 pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
-    BUILTIN_PLUGINS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, bytes)| *bytes)
+    BUILTIN_PLUGINS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
 }
 
 /// The names of all built-ins.

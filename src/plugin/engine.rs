@@ -59,19 +59,13 @@ impl PluginEngine {
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("switchyard-epoch".into())
-            .spawn(move || {
-                while !ticker_stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })?;
-        Ok(Arc::new(PluginEngine {
-            engine,
-            linker,
-            ticker: Some((stop, handle)),
-        }))
+        let handle = std::thread::Builder::new().name("switchyard-epoch".into()).spawn(move || {
+            while !ticker_stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+        Ok(Arc::new(PluginEngine { engine, linker, ticker: Some((stop, handle)) }))
     }
 }
 

@@ -42,11 +42,7 @@ impl std::fmt::Display for PluginError {
         let plugin = &self.plugin;
         match &self.kind {
             PluginFailure::Trap(m) => write!(f, "plugin {plugin} trapped: {m}"),
-            PluginFailure::Timeout(d) => write!(
-                f,
-                "plugin {plugin} overran its {} ms deadline",
-                d.as_millis()
-            ),
+            PluginFailure::Timeout(d) => write!(f, "plugin {plugin} overran its {} ms deadline", d.as_millis()),
             PluginFailure::MemoryLimit => write!(f, "plugin {plugin} exceeded its memory limit"),
             PluginFailure::InvalidAnswer(m) => {
                 write!(f, "plugin {plugin} gave an invalid answer: {m}")

@@ -57,12 +57,7 @@ pub struct MemoryCap {
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.breached = true;
             return Ok(false);
@@ -70,12 +65,7 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -99,10 +89,7 @@ impl HostState {
             shared,
             request: RequestView::default(),
             response: head::placeholder_response_head(),
-            memory: MemoryCap {
-                max_bytes: max_memory_bytes,
-                breached: false,
-            },
+            memory: MemoryCap { max_bytes: max_memory_bytes, breached: false },
             random_state: seed,
             started: Instant::now(),
         }
@@ -137,35 +124,18 @@ impl types::HostRequest for HostState {
         self.request.header_names()
     }
     fn client_ip(&mut self, _: Resource<RequestResource>) -> String {
-        self.request
-            .client_ip
-            .map(|ip| ip.to_string())
-            .unwrap_or_default()
+        self.request.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
     }
-    fn set_header(
-        &mut self,
-        _: Resource<RequestResource>,
-        name: String,
-        value: String,
-    ) -> Result<(), String> {
+    fn set_header(&mut self, _: Resource<RequestResource>, name: String, value: String) -> Result<(), String> {
         self.request.set_header(&name, &value)
     }
-    fn append_header(
-        &mut self,
-        _: Resource<RequestResource>,
-        name: String,
-        value: String,
-    ) -> Result<(), String> {
+    fn append_header(&mut self, _: Resource<RequestResource>, name: String, value: String) -> Result<(), String> {
         self.request.append_header(&name, &value)
     }
     fn remove_header(&mut self, _: Resource<RequestResource>, name: String) -> Result<(), String> {
         self.request.remove_header(&name)
     }
-    fn set_path_and_query(
-        &mut self,
-        _: Resource<RequestResource>,
-        path_and_query: String,
-    ) -> Result<(), String> {
+    fn set_path_and_query(&mut self, _: Resource<RequestResource>, path_and_query: String) -> Result<(), String> {
         self.request.set_path_and_query(&path_and_query)
     }
     fn context(&mut self, _: Resource<RequestResource>, key: String) -> Option<String> {
@@ -190,20 +160,10 @@ impl types::HostResponse for HostState {
     fn header(&mut self, _: Resource<ResponseResource>, name: String) -> Option<String> {
         head::response::header(&self.response, &name)
     }
-    fn set_header(
-        &mut self,
-        _: Resource<ResponseResource>,
-        name: String,
-        value: String,
-    ) -> Result<(), String> {
+    fn set_header(&mut self, _: Resource<ResponseResource>, name: String, value: String) -> Result<(), String> {
         head::response::set_header(&mut self.response, &name, &value)
     }
-    fn append_header(
-        &mut self,
-        _: Resource<ResponseResource>,
-        name: String,
-        value: String,
-    ) -> Result<(), String> {
+    fn append_header(&mut self, _: Resource<ResponseResource>, name: String, value: String) -> Result<(), String> {
         head::response::append_header(&mut self.response, &name, &value)
     }
     fn remove_header(&mut self, _: Resource<ResponseResource>, name: String) -> Result<(), String> {
@@ -242,10 +202,7 @@ impl host::Host for HostState {
     }
 
     fn now_unix_ms(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
 
     fn monotonic_ns(&mut self) -> u64 {
@@ -271,11 +228,7 @@ impl host::Host for HostState {
                 "key-value limits: keys ≤ {KV_MAX_KEY_BYTES} bytes, values ≤ {KV_MAX_VALUE_BYTES} bytes"
             ));
         }
-        let mut kv = self
-            .shared
-            .kv
-            .lock()
-            .map_err(|_| "key-value store unavailable".to_string())?;
+        let mut kv = self.shared.kv.lock().map_err(|_| "key-value store unavailable".to_string())?;
         if kv.len() >= KV_MAX_KEYS && !kv.contains_key(&key) {
             return Err(format!("key-value store is full ({KV_MAX_KEYS} keys)"));
         }

@@ -18,7 +18,7 @@ pub use head::{RequestView, checked_response_header, placeholder_request_head};
 pub use host_state::PluginShared;
 pub use instance::{LoadedPlugin, PluginSettings, Role, sha256_hex};
 pub use roles::{
-    BalancerRole, Candidate, FilterAction, LocalResponse, RequestFilterRole, ResponseFilterRole,
-    RouteDecision, RouterRole, SplitChoice, SplitRole, WasmPlugin,
+    BalancerRole, Candidate, FilterAction, LocalResponse, RequestFilterRole, ResponseFilterRole, RouteDecision,
+    RouterRole, SplitChoice, SplitRole, WasmPlugin,
 };
 pub use stats::{PluginStats, PluginStatsSnapshot};

@@ -74,32 +74,19 @@ pub trait RequestFilterRole: Send + Sync {
 /// Sees the response head on its way to the client; may change it.
 pub trait ResponseFilterRole: Send + Sync {
     /// Called once per response.
-    fn on_response(
-        &self,
-        req: &mut RequestView,
-        resp: &mut ResponseHeader,
-    ) -> Result<(), PluginError>;
+    fn on_response(&self, req: &mut RequestView, resp: &mut ResponseHeader) -> Result<(), PluginError>;
 }
 
 /// Puts a request into a variant.
 pub trait SplitRole: Send + Sync {
     /// The variant, or `None` to leave the request as it is.
-    fn choose(
-        &self,
-        req: &mut RequestView,
-        upstream: &str,
-    ) -> Result<Option<SplitChoice>, PluginError>;
+    fn choose(&self, req: &mut RequestView, upstream: &str) -> Result<Option<SplitChoice>, PluginError>;
 }
 
 /// Picks a backend among the candidates.
 pub trait BalancerRole: Send + Sync {
     /// An index into `candidates` (never empty); always in range when `Ok`.
-    fn pick(
-        &self,
-        req: &mut RequestView,
-        upstream: &str,
-        candidates: &[Candidate],
-    ) -> Result<usize, PluginError>;
+    fn pick(&self, req: &mut RequestView, upstream: &str, candidates: &[Candidate]) -> Result<usize, PluginError>;
 }
 
 /// A loaded component seen through the role traits.
@@ -116,25 +103,20 @@ fn request_handle() -> Resource<types::Request> {
 
 impl RouterRole for WasmPlugin {
     fn route(&self, req: &mut RequestView) -> Result<Option<RouteDecision>, PluginError> {
+        let host = req.host();
         let decision = self.0.call(req, None, |i| {
             let guest = i.router.as_ref().ok_or_else(|| missing_role("router"))?;
-            guest.call_route(&mut i.store, request_handle())
+            let path = i.store.data().request.path().to_string();
+            guest.call_route(&mut i.store, request_handle(), &host, &path)
         })?;
-        Ok(decision.map(|d| RouteDecision {
-            name: d.name,
-            upstream: d.upstream,
-            rewrite: d.rewrite,
-        }))
+        Ok(decision.map(|d| RouteDecision { name: d.name, upstream: d.upstream, rewrite: d.rewrite }))
     }
 }
 
 impl RequestFilterRole for WasmPlugin {
     fn on_request(&self, req: &mut RequestView) -> Result<FilterAction, PluginError> {
         let action = self.0.call(req, None, |i| {
-            let guest = i
-                .request_filter
-                .as_ref()
-                .ok_or_else(|| missing_role("request-filter"))?;
+            let guest = i.request_filter.as_ref().ok_or_else(|| missing_role("request-filter"))?;
             guest.call_on_request(&mut i.store, request_handle())
         })?;
         Ok(match action {
@@ -149,27 +131,16 @@ impl RequestFilterRole for WasmPlugin {
 }
 
 impl ResponseFilterRole for WasmPlugin {
-    fn on_response(
-        &self,
-        req: &mut RequestView,
-        resp: &mut ResponseHeader,
-    ) -> Result<(), PluginError> {
+    fn on_response(&self, req: &mut RequestView, resp: &mut ResponseHeader) -> Result<(), PluginError> {
         self.0.call(req, Some(resp), |i| {
-            let guest = i
-                .response_filter
-                .as_ref()
-                .ok_or_else(|| missing_role("response-filter"))?;
+            let guest = i.response_filter.as_ref().ok_or_else(|| missing_role("response-filter"))?;
             guest.call_on_response(&mut i.store, request_handle(), Resource::new_borrow(0))
         })
     }
 }
 
 impl SplitRole for WasmPlugin {
-    fn choose(
-        &self,
-        req: &mut RequestView,
-        upstream: &str,
-    ) -> Result<Option<SplitChoice>, PluginError> {
+    fn choose(&self, req: &mut RequestView, upstream: &str) -> Result<Option<SplitChoice>, PluginError> {
         let choice = self.0.call(req, None, |i| {
             let guest = i.split.as_ref().ok_or_else(|| missing_role("split"))?;
             guest.call_choose(&mut i.store, request_handle(), upstream)
@@ -182,12 +153,7 @@ impl SplitRole for WasmPlugin {
 }
 
 impl BalancerRole for WasmPlugin {
-    fn pick(
-        &self,
-        req: &mut RequestView,
-        upstream: &str,
-        candidates: &[Candidate],
-    ) -> Result<usize, PluginError> {
+    fn pick(&self, req: &mut RequestView, upstream: &str, candidates: &[Candidate]) -> Result<usize, PluginError> {
         let offered: Vec<types::Candidate> = candidates
             .iter()
             .map(|c| types::Candidate {
@@ -199,18 +165,14 @@ impl BalancerRole for WasmPlugin {
             })
             .collect();
         let pick = self.0.call(req, None, |i| {
-            let guest = i
-                .balancer
-                .as_ref()
-                .ok_or_else(|| missing_role("balancer"))?;
+            let guest = i.balancer.as_ref().ok_or_else(|| missing_role("balancer"))?;
             guest.call_pick(&mut i.store, request_handle(), upstream, &offered)
         })?;
         match pick {
             Some(index) if (index as usize) < candidates.len() => Ok(index as usize),
-            Some(index) => Err(self.0.invalid_answer(format!(
-                "picked index {index} of {} candidates",
-                candidates.len()
-            ))),
+            Some(index) => {
+                Err(self.0.invalid_answer(format!("picked index {index} of {} candidates", candidates.len())))
+            }
             None => Err(self.0.invalid_answer("picked no backend".to_string())),
         }
     }

@@ -9,6 +9,7 @@ pub struct PluginStats {
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub memory_breaches: AtomicU64,
+    /// Time spent in calls, estimated from a 1-in-8 sample of calls.
     pub nanos: AtomicU64,
     pub instances_created: AtomicU64,
 }

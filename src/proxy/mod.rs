@@ -23,9 +23,7 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraSocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::generation::{Generation, Link, RouteSettings};
-use crate::plugin::{
-    FilterAction, LocalResponse, PluginError, RequestView, SplitChoice, placeholder_request_head,
-};
+use crate::plugin::{FilterAction, LocalResponse, PluginError, RequestView, SplitChoice};
 use crate::upstream::{InFlight, Upstream};
 
 /// The context key where the split's choice is left for later plugins and the access log.
@@ -77,15 +75,14 @@ fn on_plugin_failure(error: &PluginError, closed_status: u16) -> Option<LocalRes
     tracing::warn!(plugin = %error.plugin, policy = ?error.policy, "{error}");
     match error.policy {
         crate::plugin::FailurePolicy::Open => None,
-        crate::plugin::FailurePolicy::Closed => Some(text_reply(
-            closed_status,
-            &format!("plugin {} failed", error.plugin),
-        )),
+        crate::plugin::FailurePolicy::Closed => {
+            Some(text_reply(closed_status, &format!("plugin {} failed", error.plugin)))
+        }
     }
 }
 
 fn swap_head(session: &mut Session, ctx: &mut RequestCtx) {
-    std::mem::swap(session.req_header_mut(), &mut ctx.view.head);
+    std::mem::swap(session.req_header_mut(), &mut *ctx.view.head);
 }
 
 fn run_request_filters(
@@ -118,8 +115,7 @@ impl SwitchyardProxy {
             Ok(None) => return Verdict::Reply(text_reply(404, "no route matches this request")),
             Err(e) => {
                 return Verdict::Reply(
-                    on_plugin_failure(&e, 500)
-                        .unwrap_or_else(|| text_reply(404, "no route matches this request")),
+                    on_plugin_failure(&e, 500).unwrap_or_else(|| text_reply(404, "no route matches this request")),
                 );
             }
         };
@@ -140,21 +136,16 @@ impl SwitchyardProxy {
                         ctx.view.set_context(SPLIT_VARIANT_CONTEXT_KEY, &tag);
                         ctx.tag = Some(tag);
                     }
-                    Ok(Some(SplitChoice::Upstream(name))) => {
-                        match generation.upstreams.get(&name) {
-                            Some(other) => {
-                                ctx.view.set_context(SPLIT_VARIANT_CONTEXT_KEY, &name);
-                                ctx.upstream = Some(other.clone());
-                            }
-                            None => {
-                                tracing::warn!(plugin = %split.name, upstream = %name, "the split chose an unknown upstream");
-                                return Verdict::Reply(text_reply(
-                                    502,
-                                    "the split's upstream is not configured",
-                                ));
-                            }
+                    Ok(Some(SplitChoice::Upstream(name))) => match generation.upstreams.get(&name) {
+                        Some(other) => {
+                            ctx.view.set_context(SPLIT_VARIANT_CONTEXT_KEY, &name);
+                            ctx.upstream = Some(other.clone());
                         }
-                    }
+                        None => {
+                            tracing::warn!(plugin = %split.name, upstream = %name, "the split chose an unknown upstream");
+                            return Verdict::Reply(text_reply(502, "the split's upstream is not configured"));
+                        }
+                    },
                     Ok(None) => {}
                     Err(e) => {
                         if let Some(reply) = on_plugin_failure(&e, 500) {
@@ -189,9 +180,7 @@ async fn send_local_reply(session: &mut Session, reply: LocalResponse) -> Result
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(head), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(reply.body)), true)
-        .await?;
+    session.write_response_body(Some(Bytes::from(reply.body)), true).await?;
     Ok(())
 }
 
@@ -206,12 +195,7 @@ impl ProxyHttp for SwitchyardProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             generation: self.current.load_full(),
-            view: RequestView {
-                head: placeholder_request_head(),
-                client_ip: None,
-                https: false,
-                context: Vec::new(),
-            },
+            view: RequestView::default(),
             route: None,
             upstream: None,
             tag: None,
@@ -242,11 +226,7 @@ impl ProxyHttp for SwitchyardProxy {
     }
 
     /// Asks the balancer for one of the upstream's candidates not tried yet for this request.
-    async fn upstream_peer(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let Some(upstream) = ctx.upstream.clone() else {
             return Err(status_error(500, "no upstream chosen"));
         };
@@ -254,9 +234,7 @@ impl ProxyHttp for SwitchyardProxy {
             .backends
             .iter()
             .enumerate()
-            .filter(|(i, b)| {
-                !ctx.tried.contains(i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t))
-            })
+            .filter(|(i, b)| !ctx.tried.contains(i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t)))
             .map(|(i, _)| i)
             .collect();
         if offered.is_empty() {
@@ -266,14 +244,9 @@ impl ProxyHttp for SwitchyardProxy {
                 status_error(502, "every backend failed")
             });
         }
-        let candidates: Vec<_> = offered
-            .iter()
-            .map(|&i| upstream.backends[i].candidate())
-            .collect();
+        let candidates: Vec<_> = offered.iter().map(|&i| upstream.backends[i].candidate()).collect();
         swap_head(session, ctx);
-        let picked = upstream
-            .balancer
-            .pick(&mut ctx.view, &upstream.name, &candidates);
+        let picked = upstream.balancer.pick(&mut ctx.view, &upstream.name, &candidates);
         swap_head(session, ctx);
         let choice = match picked {
             Ok(i) => offered[i],
@@ -296,11 +269,7 @@ impl ProxyHttp for SwitchyardProxy {
         ctx.tried.push(choice);
         ctx.in_flight = Some(backend.start_request());
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(HttpPeer::new(
-            backend.address,
-            false,
-            String::new(),
-        )))
+        Ok(Box::new(HttpPeer::new(backend.address, false, String::new())))
     }
 
     /// A failed connection counts against the backend and is retried on another one while
@@ -317,9 +286,10 @@ impl ProxyHttp for SwitchyardProxy {
             in_flight.backend().record_failure();
         }
         let untried = ctx.upstream.as_ref().is_some_and(|u| {
-            u.backends.iter().enumerate().any(|(i, b)| {
-                !ctx.tried.contains(&i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t))
-            })
+            u.backends
+                .iter()
+                .enumerate()
+                .any(|(i, b)| !ctx.tried.contains(&i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t)))
         });
         e.set_retry(untried);
         e
@@ -358,20 +328,13 @@ impl ProxyHttp for SwitchyardProxy {
     }
 
     /// Writes a short plain-text reply for a failure before the response started.
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        _ctx: &mut RequestCtx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                match e.esource() {
-                    ErrorSource::Upstream => 504,
-                    _ => 408,
-                }
-            }
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => match e.esource() {
+                ErrorSource::Upstream => 504,
+                _ => 408,
+            },
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
@@ -390,10 +353,7 @@ impl ProxyHttp for SwitchyardProxy {
                 tracing::debug!("could not send the error reply: {write_error}");
             }
         }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
     /// Records the backend's outcome and writes the access log line.

@@ -21,19 +21,13 @@ use crate::generation::Generation;
 /// Runs the proxy with Pingora's server on the generation's listeners, until the process is
 /// told to stop. Does not return.
 pub fn run_server(generation: Generation) -> ! {
-    let threads = generation
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = generation.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let listen = generation.listen.clone();
     let current = Arc::new(ArcSwap::from_pointee(generation));
-    let conf = ServerConf {
-        threads,
-        ..ServerConf::default()
-    };
+    let conf = ServerConf { threads, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, SwitchyardProxy::new(current));
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, SwitchyardProxy::new(current));
     for addr in &listen {
         service.add_tcp(&addr.to_string());
         tracing::info!("listening on http://{addr}");
@@ -55,10 +49,7 @@ impl EmbeddedProxy {
         let local_addr = listener.local_addr()?;
         let current = Arc::new(ArcSwap::from_pointee(generation));
         let conf = Arc::new(ServerConf::default());
-        let app = Arc::new(pingora::proxy::http_proxy(
-            &conf,
-            SwitchyardProxy::new(current.clone()),
-        ));
+        let app = Arc::new(pingora::proxy::http_proxy(&conf, SwitchyardProxy::new(current.clone())));
         let (shutdown, watch) = watch::channel(false);
         let mut stop = watch.clone();
         tokio::spawn(async move {
@@ -84,11 +75,7 @@ impl EmbeddedProxy {
                 });
             }
         });
-        Ok(EmbeddedProxy {
-            current,
-            local_addr,
-            shutdown,
-        })
+        Ok(EmbeddedProxy { current, local_addr, shutdown })
     }
 
     /// Replaces the running generation; requests already started keep theirs.

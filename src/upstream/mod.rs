@@ -19,10 +19,7 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.name)
-            .field("backends", &self.backends)
-            .finish_non_exhaustive()
+        f.debug_struct("Upstream").field("name", &self.name).field("backends", &self.backends).finish_non_exhaustive()
     }
 }
 
@@ -44,9 +41,7 @@ pub struct Backend {
 
 /// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
 fn stable_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl Backend {
@@ -87,11 +82,7 @@ impl Backend {
         self.failures.store(0, Relaxed);
         let sample = latency.as_micros().min(u128::from(u32::MAX)) as u32;
         let old = self.latency_us.load(Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
+        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
         self.latency_us.store(new, Relaxed);
     }
 
@@ -124,12 +115,7 @@ mod tests {
 
     #[test]
     fn in_flight_follows_guards_and_latency_is_smoothed() {
-        let b = Arc::new(Backend::new(
-            "x:1".into(),
-            ([127, 0, 0, 1], 1).into(),
-            1,
-            vec![],
-        ));
+        let b = Arc::new(Backend::new("x:1".into(), ([127, 0, 0, 1], 1).into(), 1, vec![]));
         let g1 = b.start_request();
         let g2 = b.start_request();
         assert_eq!(b.candidate().in_flight, 2);

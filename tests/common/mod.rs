@@ -17,16 +17,12 @@ use switchyard::proxy::server::EmbeddedProxy;
 /// One engine per test binary: engines reserve address space for their instance pool.
 pub fn engine() -> Arc<PluginEngine> {
     static ENGINE: OnceLock<Arc<PluginEngine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| PluginEngine::new().unwrap_or_else(|e| panic!("engine: {e:#}")))
-        .clone()
+    ENGINE.get_or_init(|| PluginEngine::new().unwrap_or_else(|e| panic!("engine: {e:#}"))).clone()
 }
 
 /// A fixture component built by plugins/build.sh.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dist")
-        .join(format!("{name}.wasm"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dist").join(format!("{name}.wasm"))
 }
 
 /// Builds a generation from TOML text; relative plugin paths resolve against tests/fixtures/dist.
@@ -42,34 +38,24 @@ pub fn must_build(toml: &str) -> Generation {
 
 /// Starts an echo origin named `name`.
 pub async fn origin(name: &str) -> EchoOrigin {
-    EchoOrigin::start(name)
-        .await
-        .unwrap_or_else(|e| panic!("origin {name}: {e}"))
+    EchoOrigin::start(name).await.unwrap_or_else(|e| panic!("origin {name}: {e}"))
 }
 
 /// Serves `generation` on 127.0.0.1:0.
 pub async fn proxy(generation: Generation) -> EmbeddedProxy {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
     EmbeddedProxy::start(listener, generation).unwrap_or_else(|e| panic!("proxy: {e}"))
 }
 
 /// An address nothing listens on.
 pub fn closed_port() -> SocketAddr {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"))
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
 }
 
 /// A client with a bounded timeout (no test waits forever).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_else(|e| panic!("client: {e}"))
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_else(|e| panic!("client: {e}"))
 }
 
 /// What a request through the proxy got back.
@@ -85,8 +71,7 @@ impl Answer {
     /// A field of the echo origin's JSON body.
     pub fn echoed(&self, field: &str) -> Option<String> {
         let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
-        v.get(field)
-            .map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_string))
+        v.get(field).map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_string))
     }
 
     /// A header the origin received.
@@ -97,37 +82,18 @@ impl Answer {
 }
 
 /// Sends `method path` with `Host: host` and extra headers through the proxy at `addr`.
-pub async fn send(
-    addr: SocketAddr,
-    method: &str,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Answer {
+pub async fn send(addr: SocketAddr, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    let mut req = client()
-        .request(method, format!("http://{addr}{path}"))
-        .header("host", host);
+    let mut req = client().request(method, format!("http://{addr}{path}")).header("host", host);
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("request {path}: {e}"));
+    let resp = req.send().await.unwrap_or_else(|e| panic!("request {path}: {e}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let backend = headers
-        .get("x-backend")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let backend = headers.get("x-backend").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = resp.text().await.unwrap_or_else(|e| panic!("body: {e}"));
-    Answer {
-        status,
-        backend,
-        headers,
-        body,
-    }
+    Answer { status, backend, headers, body }
 }
 
 /// `GET path` with `Host: host`.

@@ -58,14 +58,9 @@ impl Router for TenantRouter {
         if config.tenants.is_empty() {
             return Err("tenant-router needs at least one entry in `tenants`".to_string());
         }
-        let domain_suffix = config
-            .domain
-            .as_ref()
-            .map(|d| format!(".{}", d.trim_start_matches('.').to_ascii_lowercase()));
-        Ok(TenantRouter {
-            config,
-            domain_suffix,
-        })
+        let domain_suffix =
+            config.domain.as_ref().map(|d| format!(".{}", d.trim_start_matches('.').to_ascii_lowercase()));
+        Ok(TenantRouter { config, domain_suffix })
     }
 
     fn route(&self, req: &dyn RequestHead) -> Option<RouteDecision> {
@@ -80,11 +75,7 @@ impl Router for TenantRouter {
         let tenant = tenant.unwrap_or_else(|| "-".to_string());
         req.set_context("tenant", &tenant);
         let _ = req.set_header("x-switchyard-tenant", &tenant);
-        Some(RouteDecision {
-            name: format!("tenant:{tenant}"),
-            upstream,
-            rewrite: None,
-        })
+        Some(RouteDecision { name: format!("tenant:{tenant}"), upstream, rewrite: None })
     }
 }
 
@@ -104,9 +95,7 @@ mod tests {
     #[test]
     fn header_wins_over_subdomain() {
         let r = router();
-        let req = TestRequest::get("/")
-            .with_host("globex.saas.example")
-            .with_header("X-Tenant", "ACME");
+        let req = TestRequest::get("/").with_host("globex.saas.example").with_header("X-Tenant", "ACME");
         let decision = r.route(&req);
         assert_eq!(decision.map(|d| d.upstream).as_deref(), Some("acme-pool"));
         assert_eq!(req.header("x-switchyard-tenant").as_deref(), Some("acme"));
@@ -117,10 +106,7 @@ mod tests {
     fn subdomain_names_the_tenant() {
         let r = router();
         let d = r.route(&TestRequest::get("/x").with_host("globex.saas.example:8443"));
-        assert_eq!(
-            d.map(|d| (d.name, d.upstream)),
-            Some(("tenant:globex".into(), "globex-pool".into()))
-        );
+        assert_eq!(d.map(|d| (d.name, d.upstream)), Some(("tenant:globex".into(), "globex-pool".into())));
     }
 
     #[test]
@@ -134,12 +120,8 @@ mod tests {
 
     #[test]
     fn without_default_unknown_tenants_get_no_route() {
-        let r =
-            TenantRouter::configure(r#"{"tenants": {"a": "u"}}"#).unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            r.route(&TestRequest::get("/").with_host("x.example"))
-                .is_none()
-        );
+        let r = TenantRouter::configure(r#"{"tenants": {"a": "u"}}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.route(&TestRequest::get("/").with_host("x.example")).is_none());
     }
 
     #[test]

@@ -16,12 +16,7 @@ impl Balancer for RoundRobin {
         Ok(RoundRobin)
     }
 
-    fn pick(
-        &self,
-        _req: &dyn RequestHead,
-        upstream: &str,
-        candidates: &[Candidate],
-    ) -> Option<u32> {
+    fn pick(&self, _req: &dyn RequestHead, upstream: &str, candidates: &[Candidate]) -> Option<u32> {
         let len = candidates.len() as i64;
         if len == 0 {
             return None;
@@ -39,15 +34,7 @@ mod tests {
     use switchyard_sdk::testkit::{TestRequest, reset_test_host};
 
     fn candidates(n: u64) -> Vec<Candidate> {
-        (0..n)
-            .map(|key| Candidate {
-                key,
-                weight: 1,
-                in_flight: 0,
-                latency_us: 0,
-                failures: 0,
-            })
-            .collect()
+        (0..n).map(|key| Candidate { key, weight: 1, in_flight: 0, latency_us: 0, failures: 0 }).collect()
     }
 
     #[test]

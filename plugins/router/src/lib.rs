@@ -3,9 +3,13 @@
 //!
 //! `configure` compiles the site list into lookup tables once: a map from exact host to site, a
 //! list of wildcard suffixes longest first, and per site a map from prefix to the routes sharing
-//! it. A request then costs one host lookup and one map lookup per path segment boundary.
+//! it, plus the set of prefix lengths in use. A request then costs one host lookup and one map
+//! lookup per segment boundary whose length some prefix has (FxHash: keys are short and
+//! configuration-defined, so a DoS-resistant hasher buys nothing here).
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use serde::Deserialize;
 use switchyard_sdk::{RequestHead, RouteDecision, Router, export_plugin};
@@ -14,6 +18,7 @@ use switchyard_sdk::{RequestHead, RouteDecision, Router, export_plugin};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouterConfig {
+    #[serde(default)]
     sites: Vec<SiteConfig>,
 }
 
@@ -68,14 +73,25 @@ struct CompiledRoute {
 #[derive(Debug, Default)]
 struct CompiledSite {
     /// Routes by their exact prefix; each list is ordered most specific first.
-    by_prefix: HashMap<String, Vec<CompiledRoute>>,
+    by_prefix: FxHashMap<String, Vec<CompiledRoute>>,
+    /// `has_length[n]`: some prefix is `n` bytes long. Cuts of other lengths need no lookup.
+    has_length: Vec<bool>,
+}
+
+impl CompiledSite {
+    fn routes_with_prefix(&self, prefix: &str) -> Option<&Vec<CompiledRoute>> {
+        if !self.has_length.get(prefix.len()).copied().unwrap_or(false) {
+            return None;
+        }
+        self.by_prefix.get(prefix)
+    }
 }
 
 /// The compiled routing table.
 #[derive(Debug, Default)]
 pub struct HostPrefixRouter {
     sites: Vec<CompiledSite>,
-    exact_hosts: HashMap<String, usize>,
+    exact_hosts: FxHashMap<String, usize>,
     /// (`.example.com`, site) for `*.example.com`, longest suffix first.
     wildcard_hosts: Vec<(String, usize)>,
     catch_all: Option<usize>,
@@ -87,11 +103,7 @@ fn compile_matches(
 ) -> Result<Vec<(String, Option<String>)>, String> {
     let mut out = Vec::with_capacity(matches.len());
     for (name, m) in matches {
-        let name = if lowercase_names {
-            name.to_ascii_lowercase()
-        } else {
-            name
-        };
+        let name = if lowercase_names { name.to_ascii_lowercase() } else { name };
         match m {
             ValueMatch::Exact(v) => out.push((name, Some(v))),
             ValueMatch::Present(true) => out.push((name, None)),
@@ -112,37 +124,21 @@ impl HostPrefixRouter {
                 let host = host.trim_end_matches('.').to_ascii_lowercase();
                 if host == "*" {
                     if router.catch_all.replace(site_index).is_some() {
-                        return Err(format!(
-                            "site {:?}: more than one site has the catch-all host \"*\"",
-                            site.name
-                        ));
+                        return Err(format!("site {:?}: more than one site has the catch-all host \"*\"", site.name));
                     }
                 } else if let Some(suffix) = host.strip_prefix("*.") {
-                    router
-                        .wildcard_hosts
-                        .push((format!(".{suffix}"), site_index));
-                } else if router
-                    .exact_hosts
-                    .insert(host.clone(), site_index)
-                    .is_some()
-                {
+                    router.wildcard_hosts.push((format!(".{suffix}"), site_index));
+                } else if router.exact_hosts.insert(host.clone(), site_index).is_some() {
                     return Err(format!("host {host:?} belongs to more than one site"));
                 }
             }
             let mut compiled = CompiledSite::default();
             for route in site.routes {
                 if !route.path_prefix.starts_with('/') {
-                    return Err(format!(
-                        "route {:?}: path_prefix must start with '/'",
-                        route.name
-                    ));
+                    return Err(format!("route {:?}: path_prefix must start with '/'", route.name));
                 }
                 let entry = CompiledRoute {
-                    methods: route
-                        .methods
-                        .iter()
-                        .map(|m| m.to_ascii_uppercase())
-                        .collect(),
+                    methods: route.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
                     headers: compile_matches(route.headers, true)?,
                     query: compile_matches(route.query, false)?,
                     prefix: route.path_prefix.clone(),
@@ -150,23 +146,20 @@ impl HostPrefixRouter {
                     upstream: route.upstream,
                     strip_prefix: route.strip_prefix,
                 };
-                compiled
-                    .by_prefix
-                    .entry(route.path_prefix)
-                    .or_default()
-                    .push(entry);
+                let len = route.path_prefix.len();
+                if compiled.has_length.len() <= len {
+                    compiled.has_length.resize(len + 1, false);
+                }
+                compiled.has_length[len] = true;
+                compiled.by_prefix.entry(route.path_prefix).or_default().push(entry);
             }
             for routes in compiled.by_prefix.values_mut() {
                 // Stable sort: more matchers first, declaration order among equals.
-                routes.sort_by_key(|r| {
-                    std::cmp::Reverse(r.methods.len().min(1) + r.headers.len() + r.query.len())
-                });
+                routes.sort_by_key(|r| std::cmp::Reverse(r.methods.len().min(1) + r.headers.len() + r.query.len()));
             }
             router.sites.push(compiled);
         }
-        router
-            .wildcard_hosts
-            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        router.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         Ok(router)
     }
 
@@ -181,46 +174,38 @@ impl HostPrefixRouter {
     }
 
     /// The prefixes that can match `path`, longest first: the path itself, then the path cut
-    /// before and after each `/`, so `/api` matches `/api`, `/api/x` but not `/apix`.
+    /// after and before each `/`, so `/api` matches `/api`, `/api/x` but not `/apix`.
     fn candidate_prefixes(path: &str) -> impl Iterator<Item = &str> {
         let bytes = path.as_bytes();
-        let mut cuts: Vec<usize> = vec![path.len()];
-        for i in (0..bytes.len()).rev() {
-            if bytes[i] == b'/' {
-                if i + 1 < path.len() {
-                    cuts.push(i + 1);
-                }
-                if i > 0 {
-                    cuts.push(i);
-                }
-            }
-        }
-        cuts.push(1.min(path.len()));
-        cuts.dedup();
-        cuts.into_iter().map(move |cut| &path[..cut])
+        let whole = std::iter::once(path.len());
+        let cuts = (0..bytes.len()).rev().filter(|&i| bytes[i] == b'/').flat_map(|i| [i + 1, i]);
+        let mut last = usize::MAX;
+        whole
+            .chain(cuts)
+            .filter(move |&cut| {
+                // Skip repeats (the whole path ending in '/') and the empty prefix.
+                let fresh = cut != last && cut > 0;
+                last = cut;
+                fresh
+            })
+            .map(move |cut| &path[..cut])
     }
 
     fn matches(route: &CompiledRoute, req: &dyn RequestHead, query: Option<&str>) -> bool {
         if !route.methods.is_empty() && !route.methods.iter().any(|m| *m == req.method()) {
             return false;
         }
-        let headers_ok = route
-            .headers
-            .iter()
-            .all(|(name, want)| match (req.header(name), want) {
-                (Some(v), Some(want)) => v == *want,
-                (Some(_), None) => true,
-                (None, _) => false,
-            });
+        let headers_ok = route.headers.iter().all(|(name, want)| match (req.header(name), want) {
+            (Some(v), Some(want)) => v == *want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        });
         headers_ok
             && route.query.iter().all(|(name, want)| {
-                let mut values = query
-                    .into_iter()
-                    .flat_map(|q| q.split('&'))
-                    .filter_map(|pair| {
-                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                        (k == name).then_some(v)
-                    });
+                let mut values = query.into_iter().flat_map(|q| q.split('&')).filter_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (k == name).then_some(v)
+                });
                 match want {
                     Some(want) => values.any(|v| v == want),
                     None => values.next().is_some(),
@@ -240,15 +225,11 @@ impl Router for HostPrefixRouter {
         let path = req.path();
         let mut query: Option<Option<String>> = None;
         for prefix in Self::candidate_prefixes(&path) {
-            let Some(routes) = site.by_prefix.get(prefix) else {
+            let Some(routes) = site.routes_with_prefix(prefix) else {
                 continue;
             };
             for route in routes {
-                let q = if route.query.is_empty() {
-                    None
-                } else {
-                    query.get_or_insert_with(|| req.query()).as_deref()
-                };
+                let q = if route.query.is_empty() { None } else { query.get_or_insert_with(|| req.query()).as_deref() };
                 if !Self::matches(route, req, q) {
                     continue;
                 }
@@ -260,11 +241,7 @@ impl Router for HostPrefixRouter {
                         None => format!("/{rest}"),
                     }
                 });
-                return Some(RouteDecision {
-                    name: route.name.clone(),
-                    upstream: route.upstream.clone(),
-                    rewrite,
-                });
+                return Some(RouteDecision { name: route.name.clone(), upstream: route.upstream.clone(), rewrite });
             }
         }
         None
@@ -313,26 +290,10 @@ mod tests {
     #[test]
     fn exact_host_and_longest_prefix() {
         let r = sample();
-        assert_eq!(
-            upstream(
-                &r,
-                TestRequest::get("/users/7").with_host("api.example.com")
-            )
-            .as_deref(),
-            Some("users")
-        );
-        assert_eq!(
-            upstream(&r, TestRequest::get("/users").with_host("api.example.com")).as_deref(),
-            Some("users")
-        );
-        assert_eq!(
-            upstream(&r, TestRequest::get("/usersx").with_host("api.example.com")).as_deref(),
-            Some("api")
-        );
-        assert_eq!(
-            upstream(&r, TestRequest::get("/").with_host("api.example.com")).as_deref(),
-            Some("api")
-        );
+        assert_eq!(upstream(&r, TestRequest::get("/users/7").with_host("api.example.com")).as_deref(), Some("users"));
+        assert_eq!(upstream(&r, TestRequest::get("/users").with_host("api.example.com")).as_deref(), Some("users"));
+        assert_eq!(upstream(&r, TestRequest::get("/usersx").with_host("api.example.com")).as_deref(), Some("api"));
+        assert_eq!(upstream(&r, TestRequest::get("/").with_host("api.example.com")).as_deref(), Some("api"));
     }
 
     #[test]
@@ -340,57 +301,28 @@ mod tests {
         let r = sample();
         let post = TestRequest::new("POST", "/users/1").with_host("api.example.com");
         assert_eq!(upstream(&r, post).as_deref(), Some("writers"));
-        let beta = TestRequest::get("/x")
-            .with_host("api.example.com")
-            .with_header("X-Beta", "1");
+        let beta = TestRequest::get("/x").with_host("api.example.com").with_header("X-Beta", "1");
         assert_eq!(upstream(&r, beta).as_deref(), Some("beta"));
-        let not_beta = TestRequest::get("/x")
-            .with_host("api.example.com")
-            .with_header("X-Beta", "2");
+        let not_beta = TestRequest::get("/x").with_host("api.example.com").with_header("X-Beta", "2");
         assert_eq!(upstream(&r, not_beta).as_deref(), Some("api"));
     }
 
     #[test]
     fn wildcards_prefer_the_longest_suffix_and_fall_back_to_catch_all() {
         let r = sample();
-        assert_eq!(
-            upstream(&r, TestRequest::get("/").with_host("www.example.com")).as_deref(),
-            Some("wild")
-        );
-        assert_eq!(
-            upstream(&r, TestRequest::get("/").with_host("a.b.example.com")).as_deref(),
-            Some("wild")
-        );
-        assert_eq!(
-            upstream(&r, TestRequest::get("/").with_host("x.eu.example.com")).as_deref(),
-            Some("eu")
-        );
-        assert_eq!(
-            upstream(
-                &r,
-                TestRequest::get("/?debug").with_host("x.eu.example.com")
-            )
-            .as_deref(),
-            Some("debug")
-        );
-        assert_eq!(
-            upstream(&r, TestRequest::get("/").with_host("example.com")).as_deref(),
-            Some("default")
-        );
-        assert_eq!(
-            upstream(&r, TestRequest::get("/")).as_deref(),
-            Some("default")
-        );
+        assert_eq!(upstream(&r, TestRequest::get("/").with_host("www.example.com")).as_deref(), Some("wild"));
+        assert_eq!(upstream(&r, TestRequest::get("/").with_host("a.b.example.com")).as_deref(), Some("wild"));
+        assert_eq!(upstream(&r, TestRequest::get("/").with_host("x.eu.example.com")).as_deref(), Some("eu"));
+        assert_eq!(upstream(&r, TestRequest::get("/?debug").with_host("x.eu.example.com")).as_deref(), Some("debug"));
+        assert_eq!(upstream(&r, TestRequest::get("/").with_host("example.com")).as_deref(), Some("default"));
+        assert_eq!(upstream(&r, TestRequest::get("/")).as_deref(), Some("default"));
     }
 
     #[test]
     fn strip_prefix_keeps_the_query() {
         let r = sample();
         let d = r.route(&TestRequest::get("/users/7/posts?page=2").with_host("api.example.com"));
-        assert_eq!(
-            d.and_then(|d| d.rewrite).as_deref(),
-            Some("/7/posts?page=2")
-        );
+        assert_eq!(d.and_then(|d| d.rewrite).as_deref(), Some("/7/posts?page=2"));
         let d = r.route(&TestRequest::get("/users").with_host("api.example.com"));
         assert_eq!(d.and_then(|d| d.rewrite).as_deref(), Some("/"));
     }
@@ -400,14 +332,8 @@ mod tests {
         let r = router(serde_json::json!({"sites": [
             {"name": "only", "hosts": ["only.example"], "routes": [{"name": "r", "path_prefix": "/a", "upstream": "u"}]}
         ]}));
-        assert!(
-            r.route(&TestRequest::get("/a").with_host("other.example"))
-                .is_none()
-        );
-        assert!(
-            r.route(&TestRequest::get("/b").with_host("only.example"))
-                .is_none()
-        );
+        assert!(r.route(&TestRequest::get("/a").with_host("other.example")).is_none());
+        assert!(r.route(&TestRequest::get("/b").with_host("only.example")).is_none());
     }
 
     #[test]
