@@ -86,8 +86,9 @@ pub trait Split: Sized + 'static {
 pub trait Balancer: Sized + 'static {
     /// Builds the plugin from its JSON configuration, once per instance.
     fn configure(config: &str) -> Result<Self, String>;
-    /// Returns an index into `candidates` (never empty). `None` or an out-of-range index is a
-    /// plugin failure and gets the plugin's failure policy.
+    /// Returns an index into `candidates` (at least two: the host does not ask when there is
+    /// only one). `None` or an out-of-range index is a plugin failure and gets the plugin's
+    /// failure policy.
     fn pick(&self, req: &dyn RequestHead, upstream: &str, candidates: &[Candidate]) -> Option<u32>;
 }
 

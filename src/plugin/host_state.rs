@@ -11,14 +11,13 @@ use wasmtime::component::Resource;
 
 use super::bindings::{host, types};
 use super::head::{self, RequestView};
+use super::kv::KvStore;
 use super::stats::PluginStats;
 
 /// The `request` resource. The store holds one current request, so every handle has rep 0.
 pub struct RequestResource;
 /// The `response` resource; like [`RequestResource`], always the store's current response.
 pub struct ResponseResource;
-
-use switchyard_sdk::testkit::{KV_MAX_KEY_BYTES, KV_MAX_KEYS, KV_MAX_VALUE_BYTES};
 
 /// State one plugin shares across all its instances: identity, stats, the key-value store and
 /// the metrics the plugin reports through `host`.
@@ -28,7 +27,7 @@ pub struct PluginShared {
     pub name: Arc<str>,
     /// Calls, traps, timeouts and time spent.
     pub stats: PluginStats,
-    kv: Mutex<HashMap<String, String>>,
+    kv: KvStore,
     /// Counters the plugin reported with `counter-add`.
     pub counters: Mutex<HashMap<String, u64>>,
     /// (count, sum) of the observations the plugin reported with `histogram-record`.
@@ -41,7 +40,7 @@ impl PluginShared {
         PluginShared {
             name: Arc::from(name),
             stats: PluginStats::default(),
-            kv: Mutex::new(HashMap::new()),
+            kv: KvStore::default(),
             counters: Mutex::new(HashMap::new()),
             histograms: Mutex::new(HashMap::new()),
         }
@@ -219,40 +218,18 @@ impl host::Host for HostState {
     }
 
     fn kv_get(&mut self, key: String) -> Option<String> {
-        self.shared.kv.lock().ok()?.get(&key).cloned()
+        self.shared.kv.get(&key)
     }
 
     fn kv_set(&mut self, key: String, value: String) -> Result<(), String> {
-        if key.len() > KV_MAX_KEY_BYTES || value.len() > KV_MAX_VALUE_BYTES {
-            return Err(format!(
-                "key-value limits: keys ≤ {KV_MAX_KEY_BYTES} bytes, values ≤ {KV_MAX_VALUE_BYTES} bytes"
-            ));
-        }
-        let mut kv = self.shared.kv.lock().map_err(|_| "key-value store unavailable".to_string())?;
-        if kv.len() >= KV_MAX_KEYS && !kv.contains_key(&key) {
-            return Err(format!("key-value store is full ({KV_MAX_KEYS} keys)"));
-        }
-        kv.insert(key, value);
-        Ok(())
+        self.shared.kv.set(key, value)
     }
 
     fn kv_delete(&mut self, key: String) {
-        if let Ok(mut kv) = self.shared.kv.lock() {
-            kv.remove(&key);
-        }
+        self.shared.kv.delete(&key)
     }
 
     fn kv_increment(&mut self, key: String, delta: i64) -> i64 {
-        let Ok(mut kv) = self.shared.kv.lock() else {
-            return 0;
-        };
-        if key.len() > KV_MAX_KEY_BYTES || (kv.len() >= KV_MAX_KEYS && !kv.contains_key(&key)) {
-            // Over the limits the counter is not stored; the caller still gets a usable value.
-            return delta;
-        }
-        let slot = kv.entry(key).or_insert_with(|| "0".to_string());
-        let next = slot.parse::<i64>().unwrap_or(0).wrapping_add(delta);
-        *slot = next.to_string();
-        next
+        self.shared.kv.increment(&key, delta)
     }
 }

@@ -8,6 +8,7 @@ mod error;
 mod head;
 mod host_state;
 mod instance;
+mod kv;
 mod roles;
 mod stats;
 

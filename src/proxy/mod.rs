@@ -244,10 +244,16 @@ impl ProxyHttp for SwitchyardProxy {
                 status_error(502, "every backend failed")
             });
         }
-        let candidates: Vec<_> = offered.iter().map(|&i| upstream.backends[i].candidate()).collect();
-        swap_head(session, ctx);
-        let picked = upstream.balancer.pick(&mut ctx.view, &upstream.name, &candidates);
-        swap_head(session, ctx);
+        let picked = if offered.len() == 1 {
+            // One candidate: nothing to choose, so no call (as the balancer contract says).
+            Ok(0)
+        } else {
+            let candidates: Vec<_> = offered.iter().map(|&i| upstream.backends[i].candidate()).collect();
+            swap_head(session, ctx);
+            let picked = upstream.balancer.pick(&mut ctx.view, &upstream.name, &candidates);
+            swap_head(session, ctx);
+            picked
+        };
         let choice = match picked {
             Ok(i) => offered[i],
             Err(e) => match e.policy {

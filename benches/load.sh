@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Load comparison on loopback, in one run: Switchyard, a bare Pingora proxy (examples/bare_pingora.rs)
+# and nginx, each with one worker thread pinned to CPU 0, in front of the same nginx origin, with
+# wrk (pinned to CPU 1) as the client. Prints requests/s, latency and CPU µs per request of each
+# proxy process, and the ratios to the bare Pingora proxy.
+#
+# A shared 2-core machine is noisy (run-to-run swings of 20% were seen), so the proxies are
+# measured in ROUNDS rounds, in a rotating order, each proxy started fresh and alone on CPU 0,
+# and the medians are reported.
+#
+# usage: benches/load.sh   (ROUNDS=3 DURATION=5 CONNECTIONS=32 WARMUP=1 to change the run)
+# needs: nginx (Debian nginx-light), wrk, taskset; traffic stays on 127.0.0.1 and stops by itself.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+duration=${DURATION:-5}
+rounds=${ROUNDS:-3}
+connections=${CONNECTIONS:-32}
+warmup=${WARMUP:-1}
+for tool in nginx wrk taskset python3; do
+  command -v "$tool" >/dev/null || { echo "load.sh: $tool is required (apt-get install nginx-light wrk util-linux)" >&2; exit 1; }
+done
+
+cargo build --quiet --release --bin switchyard --example bare_pingora
+switchyard="$root/target/release/switchyard"
+bare="$root/target/release/examples/bare_pingora"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  [ -f "$work/origin.pid" ] && kill "$(cat "$work/origin.pid")" 2>/dev/null || true
+  [ -s "$work/nginx-proxy.pid" ] && kill "$(cat "$work/nginx-proxy.pid")" 2>/dev/null || true
+  sleep 0.2
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+origin_port=$(free_port); nginx_port=$(free_port); bare_port=$(free_port); sy_port=$(free_port)
+
+nginx_conf() { # $1 name, $2 cpu, $3 server block
+  cat > "$work/$1.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity $2;
+daemon on;
+pid $work/$1.pid;
+error_log $work/$1.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream origin { server 127.0.0.1:$origin_port; keepalive 128; }
+  $3
+}
+CONF
+}
+# The origin answers a small fixed body; it runs on CPU 1 with the client.
+nginx_conf origin 10 "server { listen 127.0.0.1:$origin_port; keepalive_requests 1000000; location / { return 200 'hello from the origin\n'; } }"
+nginx_conf nginx-proxy 01 "server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx -c "$work/origin.conf" -p "$work" -e "$work/origin.error.log"
+
+cat > "$work/switchyard.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$sy_port"]
+threads = 1
+
+[[upstream]]
+name = "origin"
+backends = [{ address = "127.0.0.1:$origin_port" }]
+
+[[site]]
+hosts = ["*"]
+
+[[site.route]]
+upstream = "origin"
+CONF
+
+wait_for() {
+  for _ in $(seq 1 200); do
+    curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.05
+  done
+  echo "load.sh: nothing answers on port $1" >&2; exit 1
+}
+wait_for "$origin_port"
+
+# Starts one proxy alone on CPU 0; sets $port and $proxy_pids.
+start_proxy() {
+  case $1 in
+    switchyard)
+      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
+      pids+=($!); proxy_pids=$!; port=$sy_port ;;
+    bare-pingora)
+      taskset -c 0 "$bare" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$origin_port" --threads 1 >"$work/bare.log" 2>&1 &
+      pids+=($!); proxy_pids=$!; port=$bare_port ;;
+    nginx)
+      nginx -c "$work/nginx-proxy.conf" -p "$work" -e "$work/nginx-proxy.error.log"
+      wait_for "$nginx_port"
+      local master; master=$(cat "$work/nginx-proxy.pid")
+      proxy_pids="$master $(pgrep -P "$master" | tr '\n' ' ')"; port=$nginx_port ;;
+  esac
+  wait_for "$port"
+}
+stop_proxy() {
+  case $1 in
+    nginx) nginx -s quit -c "$work/nginx-proxy.conf" -p "$work" 2>/dev/null || true; sleep 0.3 ;;
+    # SIGINT: Pingora exits at once (SIGTERM would wait out its graceful-shutdown period).
+    *) kill -INT $proxy_pids 2>/dev/null || true; wait $proxy_pids 2>/dev/null || true ;;
+  esac
+}
+
+# CPU time (user+system, in clock ticks) of a process and its children threads.
+cpu_ticks() { # pids...
+  local total=0
+  for pid in "$@"; do
+    read -r -a f < "/proc/$pid/stat"
+    total=$((total + f[13] + f[14]))
+  done
+  echo "$total"
+}
+
+hz=$(getconf CLK_TCK)
+results=()
+measure() { # name port pids...
+  local name=$1 port=$2; shift 2
+  taskset -c 1 wrk -t1 -c"$connections" -d"${warmup}s" "http://127.0.0.1:$port/" >/dev/null
+  local before after out
+  before=$(cpu_ticks "$@")
+  out=$(taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$port/")
+  after=$(cpu_ticks "$@")
+  local requests rps p50 p99 errors
+  requests=$(awk '/requests in/{print $1}' <<<"$out")
+  rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+  p50=$(awk '$1=="50%"{print $2}' <<<"$out")
+  p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx|Socket errors/{print}' <<<"$out" | tr '\n' ' ')
+  local us_per_req
+  us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
+  results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
+}
+names=(bare-pingora switchyard nginx)
+for round in $(seq 1 "$rounds"); do
+  for i in 0 1 2; do
+    name=${names[$(( (i + round) % 3 ))]}
+    start_proxy "$name"
+    # shellcheck disable=SC2086
+    measure "$name" "$port" $proxy_pids
+    stop_proxy "$name"
+  done
+done
+
+echo
+echo "Loopback load: $rounds rounds of ${duration}s per proxy, $connections connections, 1 proxy thread on CPU 0, wrk + origin on CPU 1"
+printf '%-14s %12s %14s %10s %10s %10s  %s\n' proxy "requests/s" "CPU µs/req" p50 p99 requests errors
+for row in "${results[@]}"; do
+  IFS='|' read -r name rps us p50 p99 n err <<<"$row"
+  printf '%-14s %12s %14s %10s %10s %10s  %s\n' "$name" "$rps" "$us" "$p50" "$p99" "$n" "$err"
+done
+python3 - "${results[@]}" <<'PY'
+import statistics, sys
+rows = {}
+for r in sys.argv[1:]:
+    f = r.split('|')
+    rows.setdefault(f[0], []).append((float(f[1]), float(f[2])))
+med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
+print("\nmedians over rounds:")
+for name in ('bare-pingora', 'switchyard', 'nginx'):
+    print(f"  {name:<14} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
+base = med['bare-pingora']
+for name in ('switchyard', 'nginx'):
+    print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}")
+PY
