@@ -98,10 +98,10 @@ fn check_header_change(name: &str, value: Option<&str>, is_request: bool) -> Res
     if PROTECTED_HEADERS.contains(&lower.as_str()) || (is_request && lower == "host" && value.is_none()) {
         return Err(format!("header {lower} is protected"));
     }
-    if let Some(v) = value {
-        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(format!("invalid value for header {lower}"));
-        }
+    if let Some(v) = value
+        && v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+    {
+        return Err(format!("invalid value for header {lower}"));
     }
     Ok(lower)
 }

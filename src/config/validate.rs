@@ -75,19 +75,19 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
             if let Err(e) = resolve_address(b.address.get_ref()) {
                 c.error(b.address.span(), format!("backend address: {e}"));
             }
-            if let Some(w) = &b.weight {
-                if *w.get_ref() == 0 {
-                    c.error(w.span(), "backend weight must be at least 1");
-                }
+            if let Some(w) = &b.weight
+                && *w.get_ref() == 0
+            {
+                c.error(w.span(), "backend weight must be at least 1");
             }
         }
-        if let Some(balancer) = &u.balancer {
-            if !known_plugin(balancer.get_ref()) {
-                c.error(
-                    balancer.span(),
-                    format!("unknown balancer `{}` (a built-in or a [[plugin]] name)", balancer.get_ref()),
-                );
-            }
+        if let Some(balancer) = &u.balancer
+            && !known_plugin(balancer.get_ref())
+        {
+            c.error(
+                balancer.span(),
+                format!("unknown balancer `{}` (a built-in or a [[plugin]] name)", balancer.get_ref()),
+            );
         }
     }
 
@@ -116,15 +116,15 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
         }
         for route in &site.routes {
             let r = route.get_ref();
-            if let Some(name) = &r.name {
-                if !route_names.insert(name.get_ref().clone()) {
-                    c.error(name.span(), format!("route name `{}` is used twice", name.get_ref()));
-                }
+            if let Some(name) = &r.name
+                && !route_names.insert(name.get_ref().clone())
+            {
+                c.error(name.span(), format!("route name `{}` is used twice", name.get_ref()));
             }
-            if let Some(prefix) = &r.path_prefix {
-                if !prefix.get_ref().starts_with('/') {
-                    c.error(prefix.span(), "path_prefix must start with '/'");
-                }
+            if let Some(prefix) = &r.path_prefix
+                && !prefix.get_ref().starts_with('/')
+            {
+                c.error(prefix.span(), "path_prefix must start with '/'");
             }
             for m in &r.methods {
                 if !is_token(m.get_ref()) {
@@ -139,10 +139,10 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
             if !upstreams.contains_key(r.upstream.get_ref().as_str()) && !unreadable.contains(r.upstream.get_ref()) {
                 c.error(r.upstream.span(), format!("unknown upstream `{}`", r.upstream.get_ref()));
             }
-            if let Some(split) = &r.split {
-                if !known_plugin(split.get_ref()) {
-                    c.error(split.span(), format!("unknown split plugin `{}`", split.get_ref()));
-                }
+            if let Some(split) = &r.split
+                && !known_plugin(split.get_ref())
+            {
+                c.error(split.span(), format!("unknown split plugin `{}`", split.get_ref()));
             }
             for chain in [&r.request_filters, &r.response_filters] {
                 for f in chain {
@@ -164,10 +164,10 @@ fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
             );
         }
     }
-    if let Some(threads) = &config.server.threads {
-        if *threads.get_ref() == 0 || *threads.get_ref() > 1024 {
-            c.error(threads.span(), "threads must be between 1 and 1024");
-        }
+    if let Some(threads) = &config.server.threads
+        && (*threads.get_ref() == 0 || *threads.get_ref() > 1024)
+    {
+        c.error(threads.span(), "threads must be between 1 and 1024");
     }
 }
 
@@ -212,10 +212,10 @@ fn validate_plugins(config: &ConfigFile, c: &mut Collector<'_>) -> HashSet<Strin
                 );
             }
         }
-        if let Some(t) = &p.timeout_ms {
-            if *t.get_ref() == 0 || *t.get_ref() > 60_000 {
-                c.error(t.span(), "timeout_ms must be between 1 and 60000");
-            }
+        if let Some(t) = &p.timeout_ms
+            && (*t.get_ref() == 0 || *t.get_ref() > 60_000)
+        {
+            c.error(t.span(), "timeout_ms must be between 1 and 60000");
         }
         if let Some(m) = &p.memory_limit_mb {
             let max = (MAX_PLUGIN_MEMORY_BYTES >> 20) as u64;

@@ -208,6 +208,12 @@ pub mod response {
     }
 }
 
+/// Validates a header of a reply a plugin composed (same rules as `set-header` on a response).
+pub fn checked_response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = checked_header(name, Some(value), false)?;
+    Ok((name, value.ok_or("missing value")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,10 +259,4 @@ mod tests {
         assert_eq!(v.query(), Some("x=1"));
         assert!(v.set_path_and_query("relative").is_err());
     }
-}
-
-/// Validates a header of a reply a plugin composed (same rules as `set-header` on a response).
-pub fn checked_response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = checked_header(name, Some(value), false)?;
-    Ok((name, value.ok_or("missing value")?))
 }

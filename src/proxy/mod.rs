@@ -155,11 +155,11 @@ impl SwitchyardProxy {
                 }
             }
         }
-        if let Some(rewrite) = decision.rewrite {
-            if let Err(e) = ctx.view.set_path_and_query(&rewrite) {
-                tracing::warn!(route = ?ctx.route, "invalid rewrite from the router: {e}");
-                return Verdict::Reply(text_reply(500, "the route's rewrite is invalid"));
-            }
+        if let Some(rewrite) = decision.rewrite
+            && let Err(e) = ctx.view.set_path_and_query(&rewrite)
+        {
+            tracing::warn!(route = ?ctx.route, "invalid rewrite from the router: {e}");
+            return Verdict::Reply(text_reply(500, "the route's rewrite is invalid"));
         }
         Verdict::Proxy
     }
@@ -319,11 +319,11 @@ impl ProxyHttp for SwitchyardProxy {
         swap_head(session, ctx);
         let mut failed = false;
         for link in chain {
-            if let Err(e) = link.role.on_response(&mut ctx.view, upstream_response) {
-                if on_plugin_failure(&e, 500).is_some() {
-                    failed = true;
-                    break;
-                }
+            if let Err(e) = link.role.on_response(&mut ctx.view, upstream_response)
+                && on_plugin_failure(&e, 500).is_some()
+            {
+                failed = true;
+                break;
             }
         }
         swap_head(session, ctx);
