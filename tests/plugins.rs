@@ -20,7 +20,7 @@ name = "chaos"
 path = "chaos.wasm"
 failure = "{failure}"
 timeout_ms = 20
-memory_limit_mb = 16
+memory_limit_mb = 8
 
 [[upstream]]
 name = "u"

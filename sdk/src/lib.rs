@@ -111,136 +111,77 @@ macro_rules! export_plugin {
 #[macro_export]
 macro_rules! __export_role {
     (router, $ty:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            use $crate::bindings::router::exports::switchyard::plugin::router::Guest;
-            use $crate::bindings::types::{Request, RouteDecision};
-            thread_local! {
-                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
-            }
-            struct SwitchyardRouterExport;
-            impl Guest for SwitchyardRouterExport {
-                fn configure(config: String) -> Result<(), String> {
-                    let value = <$ty as $crate::Router>::configure(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
-                    Ok(())
-                }
-                fn route(req: &Request, host: String, path: String) -> Option<RouteDecision> {
-                    let req = $crate::RoutedRequest::new(req, host, path);
-                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
-                        Some(plugin) => $crate::Router::route(plugin, &req),
-                        None => $crate::__not_configured(),
-                    })
-                }
-            }
-            $crate::bindings::router::__switchyard_export_router_world!(SwitchyardRouterExport with_types_in $crate::bindings::router);
-        };
+        $crate::__export_role_with! {
+            $ty, Router, router, __switchyard_export_router_world,
+            fn route(req: &$crate::bindings::types::Request, host: String, path: String) -> Option<$crate::RouteDecision>;
+            |plugin| $crate::Router::route(plugin, &$crate::RoutedRequest::new(req, host, path))
+        }
     };
     (request_filter, $ty:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            use $crate::bindings::request_filter::exports::switchyard::plugin::request_filter::Guest;
-            use $crate::bindings::types::{FilterAction, Request};
-            thread_local! {
-                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
-            }
-            struct SwitchyardRequestFilterExport;
-            impl Guest for SwitchyardRequestFilterExport {
-                fn configure(config: String) -> Result<(), String> {
-                    let value = <$ty as $crate::RequestFilter>::configure(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
-                    Ok(())
-                }
-                fn on_request(req: &Request) -> FilterAction {
-                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
-                        Some(plugin) => $crate::RequestFilter::on_request(plugin, req),
-                        None => $crate::__not_configured(),
-                    })
-                }
-            }
-            $crate::bindings::request_filter::__switchyard_export_request_filter_world!(SwitchyardRequestFilterExport with_types_in $crate::bindings::request_filter);
-        };
+        $crate::__export_role_with! {
+            $ty, RequestFilter, request_filter, __switchyard_export_request_filter_world,
+            fn on_request(req: &$crate::bindings::types::Request) -> $crate::FilterAction;
+            |plugin| $crate::RequestFilter::on_request(plugin, req)
+        }
     };
     (response_filter, $ty:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            use $crate::bindings::response_filter::exports::switchyard::plugin::response_filter::Guest;
-            use $crate::bindings::types::{Request, Response};
-            thread_local! {
-                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
-            }
-            struct SwitchyardResponseFilterExport;
-            impl Guest for SwitchyardResponseFilterExport {
-                fn configure(config: String) -> Result<(), String> {
-                    let value = <$ty as $crate::ResponseFilter>::configure(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
-                    Ok(())
-                }
-                fn on_response(req: &Request, resp: &Response) {
-                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
-                        Some(plugin) => $crate::ResponseFilter::on_response(plugin, req, resp),
-                        None => $crate::__not_configured(),
-                    })
-                }
-            }
-            $crate::bindings::response_filter::__switchyard_export_response_filter_world!(SwitchyardResponseFilterExport with_types_in $crate::bindings::response_filter);
-        };
+        $crate::__export_role_with! {
+            $ty, ResponseFilter, response_filter, __switchyard_export_response_filter_world,
+            fn on_response(req: &$crate::bindings::types::Request, resp: &$crate::bindings::types::Response) -> ();
+            |plugin| $crate::ResponseFilter::on_response(plugin, req, resp)
+        }
     };
     (split, $ty:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            use $crate::bindings::split::exports::switchyard::plugin::split::Guest;
-            use $crate::bindings::types::{Request, SplitChoice};
-            thread_local! {
-                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
-            }
-            struct SwitchyardSplitExport;
-            impl Guest for SwitchyardSplitExport {
-                fn configure(config: String) -> Result<(), String> {
-                    let value = <$ty as $crate::Split>::configure(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
-                    Ok(())
-                }
-                fn choose(req: &Request, upstream: String) -> Option<SplitChoice> {
-                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
-                        Some(plugin) => $crate::Split::choose(plugin, req, &upstream),
-                        None => $crate::__not_configured(),
-                    })
-                }
-            }
-            $crate::bindings::split::__switchyard_export_split_world!(SwitchyardSplitExport with_types_in $crate::bindings::split);
-        };
+        $crate::__export_role_with! {
+            $ty, Split, split, __switchyard_export_split_world,
+            fn choose(req: &$crate::bindings::types::Request, upstream: String) -> Option<$crate::SplitChoice>;
+            |plugin| $crate::Split::choose(plugin, req, &upstream)
+        }
     };
     (balancer, $ty:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            use $crate::bindings::balancer::exports::switchyard::plugin::balancer::Guest;
-            use $crate::bindings::types::{Candidate, Request};
-            thread_local! {
-                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
-            }
-            struct SwitchyardBalancerExport;
-            impl Guest for SwitchyardBalancerExport {
-                fn configure(config: String) -> Result<(), String> {
-                    let value = <$ty as $crate::Balancer>::configure(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
-                    Ok(())
-                }
-                fn pick(req: &Request, upstream: String, candidates: Vec<Candidate>) -> Option<u32> {
-                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
-                        Some(plugin) => $crate::Balancer::pick(plugin, req, &upstream, &candidates),
-                        None => $crate::__not_configured(),
-                    })
-                }
-            }
-            $crate::bindings::balancer::__switchyard_export_balancer_world!(SwitchyardBalancerExport with_types_in $crate::bindings::balancer);
-        };
+        $crate::__export_role_with! {
+            $ty, Balancer, balancer, __switchyard_export_balancer_world,
+            fn pick(req: &$crate::bindings::types::Request, upstream: String, candidates: Vec<$crate::Candidate>) -> Option<u32>;
+            |plugin| $crate::Balancer::pick(plugin, req, &upstream, &candidates)
+        }
     };
     ($other:ident, $ty:ty) => {
         compile_error!(concat!(
-            "unknown Switchyard plugin role `", stringify!($other),
+            "unknown Switchyard plugin role `",
+            stringify!($other),
             "`; expected router, request_filter, response_filter, split or balancer"
         ));
+    };
+}
+
+/// The export glue of one role: the instance's configured value in a thread-local (a wasm
+/// instance is single-threaded), `configure` filling it, and the role's function calling it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_role_with {
+    ($ty:ty, $trait:ident, $module:ident, $world_macro:ident,
+     fn $method:ident($($arg:ident: $arg_ty:ty),*) -> $ret:ty; |$plugin:ident| $call:expr) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            thread_local! {
+                static INSTANCE: ::core::cell::RefCell<Option<$ty>> = const { ::core::cell::RefCell::new(None) };
+            }
+            struct RoleExport;
+            impl $crate::bindings::$module::exports::switchyard::plugin::$module::Guest for RoleExport {
+                fn configure(config: String) -> Result<(), String> {
+                    let value = <$ty as $crate::$trait>::configure(&config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = Some(value));
+                    Ok(())
+                }
+                fn $method($($arg: $arg_ty),*) -> $ret {
+                    INSTANCE.with(|slot| match slot.borrow().as_ref() {
+                        Some($plugin) => $call,
+                        None => $crate::__not_configured(),
+                    })
+                }
+            }
+            $crate::bindings::$module::$world_macro!(RoleExport with_types_in $crate::bindings::$module);
+        };
     };
 }
 

@@ -10,6 +10,7 @@ use pingora::http::ResponseHeader;
 use wasmtime::component::Resource;
 
 use super::bindings::{host, types};
+use super::deadline::CallBudget;
 use super::head::{self, RequestView};
 use super::kv::KvStore;
 use super::stats::PluginStats;
@@ -77,6 +78,8 @@ pub struct HostState {
     /// The response of the call in progress (a placeholder between calls).
     pub response: ResponseHeader,
     pub memory: MemoryCap,
+    /// The deadline of the call in progress.
+    pub budget: CallBudget,
     random_state: u64,
     started: Instant,
 }
@@ -89,6 +92,7 @@ impl HostState {
             request: RequestView::default(),
             response: head::placeholder_response_head(),
             memory: MemoryCap { max_bytes: max_memory_bytes, breached: false },
+            budget: CallBudget::new(std::time::Duration::ZERO),
             random_state: seed,
             started: Instant::now(),
         }

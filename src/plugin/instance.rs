@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use pingora::http::ResponseHeader;
 use wasmtime::component::{Component, InstancePre};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{balancer, request_filter, response_filter, router, split};
-use super::engine::{EPOCH_TICK, MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
+use super::deadline::{DeadlineExceeded, thread_cpu_time, ticks};
+use super::engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
 use super::error::{FailurePolicy, PluginError, PluginFailure};
 use super::head::RequestView;
 use super::host_state::{HostState, PluginShared};
@@ -216,7 +217,11 @@ impl LoadedPlugin {
             HostState::new(self.shared.clone(), self.settings.memory_limit_bytes, seed),
         );
         store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(|mut store| match store.data_mut().budget.on_deadline(thread_cpu_time()) {
+            Some(extension) => Ok(UpdateDeadline::Continue(extension)),
+            None => Err(DeadlineExceeded.into()),
+        });
+        store.data_mut().budget.start(CONFIGURE_TIMEOUT);
         store.set_epoch_deadline(ticks(CONFIGURE_TIMEOUT));
         self.shared.stats.instances_created.fetch_add(1, Relaxed);
         let instance = self.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!("instantiation failed: {e:#}"))?;
@@ -281,6 +286,7 @@ impl LoadedPlugin {
         let timed = stats.calls.fetch_add(1, Relaxed).is_multiple_of(TIMING_SAMPLE);
         let started = timed.then(Instant::now);
 
+        instance.store.data_mut().budget.start(self.settings.timeout);
         instance.store.set_epoch_deadline(ticks(self.settings.timeout));
         std::mem::swap(&mut instance.store.data_mut().request, request);
         let mut response = response;
@@ -306,7 +312,7 @@ impl LoadedPlugin {
                 let kind = if instance.store.data().memory.breached {
                     stats.memory_breaches.fetch_add(1, Relaxed);
                     PluginFailure::MemoryLimit
-                } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                } else if error.downcast_ref::<DeadlineExceeded>().is_some() {
                     stats.timeouts.fetch_add(1, Relaxed);
                     PluginFailure::Timeout(self.settings.timeout)
                 } else {
@@ -323,11 +329,6 @@ impl LoadedPlugin {
         self.shared.stats.traps.fetch_add(1, Relaxed);
         self.failure(PluginFailure::InvalidAnswer(message))
     }
-}
-
-fn ticks(timeout: Duration) -> u64 {
-    // +1: the current tick may be about to end.
-    (timeout.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
 }
 
 /// A core module's preamble has layer 0 in bytes 6..8; a component has layer 1.

@@ -3,6 +3,7 @@
 
 mod bindings;
 mod builtin;
+mod deadline;
 mod engine;
 mod error;
 mod head;
