@@ -15,5 +15,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::switchyard::plugin::{balancer, request_filter, response_filter, router, split};
-pub use switchyard::plugin::{host, types};
+pub use self::exports::switchyard::plugin::{balancer, request_filter, response_filter, router, split};
+pub use self::switchyard::plugin::{host, types};
