@@ -356,7 +356,7 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
             Some(b) => (b.get_ref().as_str(), b.span()),
             None => (DEFAULT_BALANCER, u.name.span()),
         };
-        let Some((balancer_name, plugin)) = catalog.role(balancer_name, Role::Balancer, span, &mut c) else {
+        let Some((_, plugin)) = catalog.role(balancer_name, Role::Balancer, span, &mut c) else {
             continue;
         };
         let mut backends = Vec::new();
@@ -372,12 +372,7 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         let balancer: Arc<dyn BalancerRole> = Arc::new(plugin);
         upstreams.insert(
             u.name.get_ref().clone(),
-            Arc::new(Upstream {
-                name: u.name.get_ref().clone(),
-                backends,
-                balancer,
-                balancer_name: balancer_name.to_string(),
-            }),
+            Arc::new(Upstream { name: u.name.get_ref().clone(), backends, balancer }),
         );
     }
 

@@ -16,7 +16,7 @@ mod stats;
 pub use builtin::{BUILTIN_PLUGINS, builtin_names, builtin_plugin};
 pub use engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
 pub use error::{FailurePolicy, PluginError, PluginFailure};
-pub use head::{RequestView, checked_response_header, placeholder_request_head};
+pub use head::{RequestView, checked_response_header};
 pub use host_state::PluginShared;
 pub use instance::{LoadedPlugin, PluginSettings, Role, sha256_hex};
 pub use roles::{

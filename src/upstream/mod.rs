@@ -13,8 +13,6 @@ pub struct Upstream {
     pub name: String,
     pub backends: Vec<Arc<Backend>>,
     pub balancer: Arc<dyn BalancerRole>,
-    /// The balancer plugin's name, for logs.
-    pub balancer_name: String,
 }
 
 impl std::fmt::Debug for Upstream {
