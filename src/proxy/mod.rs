@@ -56,6 +56,17 @@ pub struct RequestCtx {
     started: Instant,
 }
 
+impl RequestCtx {
+    /// Indices of `upstream`'s backends this request may still go to: carrying the split's tag,
+    /// if any, and not tried yet.
+    fn untried_candidates<'a>(&'a self, upstream: &'a Upstream) -> impl Iterator<Item = usize> + 'a {
+        upstream.backends.iter().enumerate().filter_map(move |(i, b)| {
+            let eligible = !self.tried.contains(&i) && self.tag.as_ref().is_none_or(|t| b.tags.contains(t));
+            eligible.then_some(i)
+        })
+    }
+}
+
 /// What the request phase decided.
 enum Verdict {
     Proxy,
@@ -230,13 +241,7 @@ impl ProxyHttp for SwitchyardProxy {
         let Some(upstream) = ctx.upstream.clone() else {
             return Err(status_error(500, "no upstream chosen"));
         };
-        let offered: Vec<usize> = upstream
-            .backends
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| !ctx.tried.contains(i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t)))
-            .map(|(i, _)| i)
-            .collect();
+        let offered: Vec<usize> = ctx.untried_candidates(&upstream).collect();
         if offered.is_empty() {
             return Err(if ctx.tried.is_empty() {
                 status_error(503, "no backend available")
@@ -291,12 +296,7 @@ impl ProxyHttp for SwitchyardProxy {
         if let Some(in_flight) = ctx.in_flight.take() {
             in_flight.backend().record_failure();
         }
-        let untried = ctx.upstream.as_ref().is_some_and(|u| {
-            u.backends
-                .iter()
-                .enumerate()
-                .any(|(i, b)| !ctx.tried.contains(&i) && ctx.tag.as_ref().is_none_or(|t| b.tags.contains(t)))
-        });
+        let untried = ctx.upstream.as_ref().is_some_and(|u| ctx.untried_candidates(u).next().is_some());
         e.set_retry(untried);
         e
     }
