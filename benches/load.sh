@@ -8,7 +8,8 @@
 # measured in ROUNDS rounds, in a rotating order, each proxy started fresh and alone on CPU 0,
 # and the medians are reported.
 #
-# usage: benches/load.sh   (ROUNDS=3 DURATION=5 CONNECTIONS=32 WARMUP=1 to change the run)
+# usage: benches/load.sh   (ROUNDS=3 DURATION=5 CONNECTIONS=32 WARMUP=1 to change the run;
+#        PROXIES="bare-pingora switchyard" to measure only some; SWITCHYARD_BIN=path to try another build)
 # needs: nginx (Debian nginx-light), wrk, taskset; traffic stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
 
@@ -23,7 +24,7 @@ for tool in nginx wrk taskset python3; do
 done
 
 cargo build --quiet --release --bin switchyard --example bare_pingora
-switchyard="$root/target/release/switchyard"
+switchyard="${SWITCHYARD_BIN:-$root/target/release/switchyard}"
 bare="$root/target/release/examples/bare_pingora"
 
 work=$(mktemp -d)
@@ -139,10 +140,11 @@ measure() { # name port pids...
   us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
   results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
 }
-names=(bare-pingora switchyard nginx)
+read -r -a names <<<"${PROXIES:-bare-pingora switchyard nginx}"
+count=${#names[@]}
 for round in $(seq 1 "$rounds"); do
-  for i in 0 1 2; do
-    name=${names[$(( (i + round) % 3 ))]}
+  for i in $(seq 0 $((count - 1))); do
+    name=${names[$(( (i + round) % count ))]}
     start_proxy "$name"
     # shellcheck disable=SC2086
     measure "$name" "$port" $proxy_pids
@@ -165,9 +167,9 @@ for r in sys.argv[1:]:
     rows.setdefault(f[0], []).append((float(f[1]), float(f[2])))
 med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
 print("\nmedians over rounds:")
-for name in ('bare-pingora', 'switchyard', 'nginx'):
+for name in [n for n in ('bare-pingora', 'switchyard', 'nginx') if n in med]:
     print(f"  {name:<14} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
-base = med['bare-pingora']
-for name in ('switchyard', 'nginx'):
+base = med.get('bare-pingora')
+for name in [n for n in ('switchyard', 'nginx') if n in med and base]:
     print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}")
 PY
