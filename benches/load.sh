@@ -39,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-origin_port=$(free_port); nginx_port=$(free_port); bare_port=$(free_port); sy_port=$(free_port)
+origin_port=$(free_port); nginx_port=$(free_port); bare_port=$(free_port); sy_port=$(free_port); chain_port=$(free_port)
 
 nginx_conf() { # $1 name, $2 cpu, $3 server block
   cat > "$work/$1.conf" <<CONF
@@ -61,10 +61,14 @@ nginx_conf origin 10 "server { listen 127.0.0.1:$origin_port; keepalive_requests
 nginx_conf nginx-proxy 01 "server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 nginx -c "$work/origin.conf" -p "$work" -e "$work/origin.error.log"
 
+# switchyard: the router alone (the foundation's figure); switchyard-chain: the full default chain
+# of built-ins (router, header policy, an A/B split by tag with sticky cookies, round-robin over
+# the variant's two backends, and the split's response side).
 cat > "$work/switchyard.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$sy_port"]
 threads = 1
+header_policy = false
 
 [[upstream]]
 name = "origin"
@@ -75,6 +79,28 @@ hosts = ["*"]
 
 [[site.route]]
 upstream = "origin"
+CONF
+
+cat > "$work/switchyard-chain.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$chain_port"]
+threads = 1
+
+[[upstream]]
+name = "origin"
+backends = [
+  { address = "127.0.0.1:$origin_port", tags = ["a"] },
+  { address = "127.0.0.1:$origin_port", tags = ["a"] },
+  { address = "127.0.0.1:$origin_port", tags = ["b"] },
+  { address = "127.0.0.1:$origin_port", tags = ["b"] },
+]
+
+[[site]]
+hosts = ["*"]
+
+[[site.route]]
+upstream = "origin"
+split = { variants = [{ tag = "a", weight = 90 }, { tag = "b", weight = 10 }] }
 CONF
 
 wait_for() {
@@ -92,6 +118,9 @@ start_proxy() {
     switchyard)
       SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$sy_port ;;
+    switchyard-chain)
+      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-chain.toml" >"$work/switchyard-chain.log" 2>&1 &
+      pids+=($!); proxy_pids=$!; port=$chain_port ;;
     bare-pingora)
       taskset -c 0 "$bare" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$origin_port" --threads 1 >"$work/bare.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$bare_port ;;
@@ -140,7 +169,7 @@ measure() { # name port pids...
   us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
   results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
 }
-read -r -a names <<<"${PROXIES:-bare-pingora switchyard nginx}"
+read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-chain nginx}"
 count=${#names[@]}
 for round in $(seq 1 "$rounds"); do
   for i in $(seq 0 $((count - 1))); do
@@ -154,10 +183,10 @@ done
 
 echo
 echo "Loopback load: $rounds rounds of ${duration}s per proxy, $connections connections, 1 proxy thread on CPU 0, wrk + origin on CPU 1"
-printf '%-14s %12s %14s %10s %10s %10s  %s\n' proxy "requests/s" "CPU µs/req" p50 p99 requests errors
+printf '%-17s %12s %14s %10s %10s %10s  %s\n' proxy "requests/s" "CPU µs/req" p50 p99 requests errors
 for row in "${results[@]}"; do
   IFS='|' read -r name rps us p50 p99 n err <<<"$row"
-  printf '%-14s %12s %14s %10s %10s %10s  %s\n' "$name" "$rps" "$us" "$p50" "$p99" "$n" "$err"
+  printf '%-17s %12s %14s %10s %10s %10s  %s\n' "$name" "$rps" "$us" "$p50" "$p99" "$n" "$err"
 done
 python3 - "${results[@]}" <<'PY'
 import statistics, sys
@@ -167,9 +196,9 @@ for r in sys.argv[1:]:
     rows.setdefault(f[0], []).append((float(f[1]), float(f[2])))
 med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
 print("\nmedians over rounds:")
-for name in [n for n in ('bare-pingora', 'switchyard', 'nginx') if n in med]:
-    print(f"  {name:<14} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
+for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-chain', 'nginx') if n in med]:
+    print(f"  {name:<17} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
 base = med.get('bare-pingora')
-for name in [n for n in ('switchyard', 'nginx') if n in med and base]:
+for name in [n for n in ('switchyard', 'switchyard-chain', 'nginx') if n in med and base]:
     print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}")
 PY

@@ -69,21 +69,30 @@ fn request() -> RequestView {
     ] {
         let _ = head.append_header(n, v);
     }
-    RequestView { head: Box::new(head), client_ip: Some([127, 0, 0, 1].into()), https: false, context: Vec::new() }
+    RequestView {
+        head: Box::new(head),
+        client_ip: Some([127, 0, 0, 1].into()),
+        server_port: 8080,
+        https: false,
+        context: Vec::new(),
+    }
 }
 
 fn bench_roles(c: &mut Criterion) {
     let engine = PluginEngine::new().unwrap_or_else(|e| panic!("engine: {e:#}"));
-    let router_bytes = builtin_plugin("router").unwrap_or_else(|| panic!("no built-in router"));
-    let rr_bytes = builtin_plugin("round-robin").unwrap_or_else(|| panic!("no built-in round-robin"));
+    let router_bytes = builtin_plugin("router").unwrap_or_else(|| panic!("no built-in router")).bytes;
+    let rr = builtin_plugin("round-robin").unwrap_or_else(|| panic!("no built-in round-robin"));
+    let rr_bytes = rr.bytes;
     let chaos_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dist/chaos.wasm");
     let chaos_bytes = std::fs::read(chaos_path).unwrap_or_else(|e| panic!("{chaos_path}: {e}"));
 
     let router = load(&engine, router_bytes, settings("router", fifty_routes()));
-    let balancer = load(&engine, rr_bytes, settings("round-robin", json!({})));
+    let rr_config: serde_json::Value = serde_json::from_str(rr.config).unwrap_or_else(|e| panic!("{e}"));
+    let balancer = load(&engine, rr_bytes, settings("round-robin", rr_config));
     let chaos = load(&engine, &chaos_bytes, settings("chaos", json!({})));
-    let candidates: Vec<Candidate> =
-        (0..10).map(|i| Candidate { key: i, weight: 1, in_flight: 0, latency_us: 0, failures: 0 }).collect();
+    let candidates: Vec<Candidate> = (0..10)
+        .map(|i| Candidate { key: i, weight: 1, in_flight: 0, latency_us: 0, failures: 0, tags: Vec::new().into() })
+        .collect();
     let mut view = request();
     let mut response = ResponseHeader::build(200, None).unwrap_or_else(|e| panic!("{e}"));
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_json::json;
 use toml::Spanned;
 
-use crate::config::model::{DEFAULT_LISTEN, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS, PluginSection};
+use crate::config::model::{
+    DEFAULT_LISTEN, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS, HeaderPolicy, PluginRef, PluginSection,
+};
 use crate::config::{Collector, ConfigFile, Diagnostics, SourceFile, resolve_address};
 use crate::plugin::{
     BalancerRole, LoadedPlugin, PluginEngine, PluginSettings, RequestFilterRole, ResponseFilterRole, Role, RouterRole,
@@ -22,10 +24,7 @@ use crate::plugin::{
 };
 use crate::upstream::{Backend, Upstream};
 
-/// The built-in plugin that routes when no `[[plugin]]` takes the router role.
-pub const DEFAULT_ROUTER: &str = "router";
-/// The built-in balancer of an upstream without `balancer`.
-pub const DEFAULT_BALANCER: &str = "round-robin";
+pub use crate::config::model::{DEFAULT_BALANCER, DEFAULT_ROUTER, DEFAULT_SPLIT, HEADER_POLICY_PLUGIN};
 
 /// A plugin in a chain, with its name for errors and logs.
 pub struct Link<R: ?Sized> {
@@ -39,12 +38,13 @@ impl<R: ?Sized> Clone for Link<R> {
     }
 }
 
-/// The filters and split a route adds to the global chains.
+/// What runs for a route's requests after routing.
 #[derive(Default)]
 pub struct RouteSettings {
-    /// Site then route request filters, run after routing.
+    /// The header policy's request side, then site and route request filters.
     pub request_filters: Vec<Link<dyn RequestFilterRole>>,
-    /// Route, site, then global response filters.
+    /// The split's response side (its cookie), route, site and global response filters, then
+    /// the header policy's response side.
     pub response_filters: Vec<Link<dyn ResponseFilterRole>>,
     pub split: Option<Link<dyn SplitRole>>,
 }
@@ -54,9 +54,10 @@ pub struct Generation {
     pub router: Link<dyn RouterRole>,
     /// Global request filters, run before routing.
     pub request_filters: Vec<Link<dyn RequestFilterRole>>,
-    /// Global response filters, for requests whose route is unknown to the configuration.
-    pub response_filters: Vec<Link<dyn ResponseFilterRole>>,
     pub routes: HashMap<String, RouteSettings>,
+    /// For routes a custom router names that the configuration does not know: the server-level
+    /// header policy and the global response filters.
+    pub fallback_route: RouteSettings,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub plugins: Vec<Arc<LoadedPlugin>>,
     pub listen: Vec<SocketAddr>,
@@ -77,13 +78,30 @@ struct PluginEntry {
     plugin: Arc<LoadedPlugin>,
     /// Roles the configuration allows (a subset of the exports).
     enabled: Vec<Role>,
+    /// Whether this is a built-in used as shipped (not replaced by a `[[plugin]]` of its name).
+    builtin: bool,
 }
 
-/// Loads plugins on demand (built-ins on first reference) and hands out their roles.
+/// Where a plugin comes from and how it runs, before its configuration is final.
+struct PluginSource<'a> {
+    bytes: std::borrow::Cow<'static, [u8]>,
+    /// The configuration the plugin starts from: a built-in's own, with a `[[plugin]]` table's
+    /// `config` merged over it.
+    config: serde_json::Value,
+    section: Option<&'a PluginSection>,
+    /// Where errors about loading it point.
+    span: Range<usize>,
+}
+
+/// Loads plugins on demand (built-ins on first reference) and hands out their roles. A plugin
+/// referenced with an inline table is loaded once more with the merged configuration, once per
+/// distinct configuration.
 struct PluginCatalog<'a> {
     engine: &'a Arc<PluginEngine>,
     declared: HashMap<String, &'a Spanned<PluginSection>>,
     loaded: HashMap<String, Option<PluginEntry>>,
+    /// Plugins loaded with an inline configuration, by (plugin, configuration JSON).
+    configured: HashMap<(String, String), Option<PluginEntry>>,
     base_dir: std::path::PathBuf,
 }
 
@@ -102,24 +120,59 @@ fn pool_size() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
+/// Merges `over` into `base`: tables merge key by key, recursively; anything else is replaced.
+pub fn merge_json(base: &mut serde_json::Value, over: &serde_json::Map<String, serde_json::Value>) {
+    if !base.is_object() {
+        *base = serde_json::Value::Object(Default::default());
+    }
+    let Some(target) = base.as_object_mut() else { return };
+    for (key, value) in over {
+        match (target.get_mut(key), value) {
+            (Some(existing @ serde_json::Value::Object(_)), serde_json::Value::Object(inner)) => {
+                merge_json(existing, inner)
+            }
+            _ => {
+                target.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 impl<'a> PluginCatalog<'a> {
-    fn load_declared(&self, section: &PluginSection, c: &mut Collector<'_>) -> Option<PluginEntry> {
-        let name = section.name.get_ref();
-        let (bytes, origin_span): (std::borrow::Cow<'static, [u8]>, Range<usize>) =
-            match (&section.path, &section.builtin) {
-                (Some(path), _) => {
-                    let full = self.base_dir.join(path.get_ref());
-                    match std::fs::read(&full) {
-                        Ok(b) => (b.into(), path.span()),
-                        Err(e) => {
-                            c.error(path.span(), format!("plugin `{name}`: cannot read {}: {e}", full.display()));
-                            return None;
-                        }
+    /// The bytes and starting configuration of plugin `name`: a `[[plugin]]` table of that name
+    /// (which replaces a built-in of the same name), else the built-in.
+    fn source(&self, name: &str, span: Range<usize>, c: &mut Collector<'_>) -> Option<PluginSource<'a>> {
+        let Some(section) = self.declared.get(name).map(|s| s.get_ref()) else {
+            let Some(builtin) = builtin_plugin(name) else {
+                c.error(span, format!("unknown plugin `{name}`"));
+                return None;
+            };
+            return Some(PluginSource {
+                bytes: builtin.bytes.into(),
+                config: serde_json::from_str(builtin.config).unwrap_or_else(|_| json!({})),
+                section: None,
+                span,
+            });
+        };
+        let (bytes, base, span): (std::borrow::Cow<'static, [u8]>, _, _) = match (&section.path, &section.builtin) {
+            (Some(path), _) => {
+                let full = self.base_dir.join(path.get_ref());
+                match std::fs::read(&full) {
+                    Ok(b) => (b.into(), json!({}), path.span()),
+                    Err(e) => {
+                        c.error(path.span(), format!("plugin `{name}`: cannot read {}: {e}", full.display()));
+                        return None;
                     }
                 }
-                (None, Some(b)) => (builtin_plugin(b.get_ref())?.into(), b.span()),
-                (None, None) => return None,
-            };
+            }
+            (None, Some(b)) => {
+                // Validation reported unknown built-ins.
+                let builtin = builtin_plugin(b.get_ref())?;
+                let base = serde_json::from_str(builtin.config).unwrap_or_else(|_| json!({}));
+                (builtin.bytes.into(), base, b.span())
+            }
+            (None, None) => return None,
+        };
         if let Some(pin) = &section.sha256 {
             let actual = sha256_hex(&bytes);
             if !actual.eq_ignore_ascii_case(pin.get_ref()) {
@@ -127,25 +180,39 @@ impl<'a> PluginCatalog<'a> {
                 return None;
             }
         }
-        let config_json = section.config.clone().unwrap_or_else(|| json!({})).to_string();
-        let settings = PluginSettings {
-            failure: section.failure,
-            timeout: Duration::from_millis(
-                section.timeout_ms.as_ref().map_or(DEFAULT_PLUGIN_TIMEOUT_MS, |t| *t.get_ref()),
-            ),
-            memory_limit_bytes: (section.memory_limit_mb.as_ref().map_or(DEFAULT_PLUGIN_MEMORY_MB, |m| *m.get_ref())
-                as usize)
-                << 20,
-            ..default_settings(name, config_json)
-        };
-        let plugin = match LoadedPlugin::load(self.engine, &bytes, settings) {
+        let mut config = base;
+        if let Some(serde_json::Value::Object(own)) = &section.config {
+            merge_json(&mut config, own);
+        }
+        Some(PluginSource { bytes, config, section: Some(section), span })
+    }
+
+    /// Compiles and configures `source` as `instance_name` with `config`.
+    fn load(
+        &self,
+        instance_name: &str,
+        source: &PluginSource<'_>,
+        config: &serde_json::Value,
+        c: &mut Collector<'_>,
+    ) -> Option<PluginEntry> {
+        let mut settings = default_settings(instance_name, config.to_string());
+        if let Some(section) = source.section {
+            settings.failure = section.failure;
+            if let Some(t) = &section.timeout_ms {
+                settings.timeout = Duration::from_millis(*t.get_ref());
+            }
+            if let Some(m) = &section.memory_limit_mb {
+                settings.memory_limit_bytes = (*m.get_ref() as usize) << 20;
+            }
+        }
+        let plugin = match LoadedPlugin::load(self.engine, &source.bytes, settings) {
             Ok(p) => p,
             Err(e) => {
-                c.error(origin_span, format!("plugin `{name}`: {e:#}"));
+                c.error(source.span.clone(), format!("plugin `{instance_name}`: {e:#}"));
                 return None;
             }
         };
-        let enabled = match &section.roles {
+        let enabled = match source.section.and_then(|s| s.roles.as_ref()) {
             None => plugin.roles().to_vec(),
             Some(roles) => {
                 let mut enabled = Vec::new();
@@ -160,7 +227,7 @@ impl<'a> PluginCatalog<'a> {
                         c.error(
                             r.span(),
                             format!(
-                                "plugin `{name}` does not export the {role} role (it exports: {})",
+                                "plugin `{instance_name}` does not export the {role} role (it exports: {})",
                                 exported.join(", ")
                             ),
                         );
@@ -169,30 +236,46 @@ impl<'a> PluginCatalog<'a> {
                 enabled
             }
         };
-        Some(PluginEntry { plugin, enabled })
+        Some(PluginEntry { plugin, enabled, builtin: source.section.is_none() })
     }
 
-    /// The plugin `name` (declared or built-in), loading it on first use; `None` after an error
-    /// (already reported).
+    /// The plugin `name` (declared or built-in) with its own configuration, loading it on first
+    /// use; `None` after an error (already reported).
     fn get(&mut self, name: &str, span: Range<usize>, c: &mut Collector<'_>) -> Option<&PluginEntry> {
         if !self.loaded.contains_key(name) {
-            let entry = if let Some(section) = self.declared.get(name) {
-                self.load_declared(section.get_ref(), c)
-            } else if let Some(bytes) = builtin_plugin(name) {
-                match LoadedPlugin::load(self.engine, bytes, default_settings(name, "{}".to_string())) {
-                    Ok(plugin) => Some(PluginEntry { enabled: plugin.roles().to_vec(), plugin }),
-                    Err(e) => {
-                        c.error(span, format!("built-in plugin `{name}`: {e:#}"));
-                        None
-                    }
-                }
-            } else {
-                c.error(span, format!("unknown plugin `{name}`"));
-                None
-            };
+            let entry = self.source(name, span, c).and_then(|source| self.load(name, &source, &source.config, c));
             self.loaded.insert(name.to_string(), entry);
         }
         self.loaded.get(name).and_then(Option::as_ref)
+    }
+
+    /// The plugin a [`PluginRef`] names, configured as it says: with its own configuration, or
+    /// with an inline table merged over it (loaded as `<plugin>@<place>`, once per distinct
+    /// configuration).
+    fn get_ref(
+        &mut self,
+        reference: &PluginRef,
+        default: &str,
+        place: &str,
+        span: Range<usize>,
+        c: &mut Collector<'_>,
+    ) -> Option<(String, &PluginEntry)> {
+        let name = reference.plugin_name(default).to_string();
+        match reference {
+            PluginRef::Named(_) => self.get(&name, span, c).map(|e| (name, e)),
+            PluginRef::Inline { config: extra, .. } => {
+                let source = self.source(&name, span, c)?;
+                let mut config = source.config.clone();
+                merge_json(&mut config, extra);
+                let key = (name.clone(), config.to_string());
+                if !self.configured.contains_key(&key) {
+                    let entry = self.load(&format!("{name}@{place}"), &source, &config, c);
+                    self.configured.insert(key.clone(), entry);
+                }
+                let entry = self.configured.get(&key).and_then(Option::as_ref)?;
+                Some((entry.plugin.name().to_string(), entry))
+            }
+        }
     }
 
     /// The plugin `name` in `role`, or an error at `span` if it lacks the role.
@@ -204,14 +287,33 @@ impl<'a> PluginCatalog<'a> {
         c: &mut Collector<'_>,
     ) -> Option<(Arc<str>, WasmPlugin)> {
         let entry = self.get(name, span.clone(), c)?;
-        if !entry.enabled.contains(&role) {
-            let has: Vec<_> = entry.enabled.iter().map(|r| r.config_name()).collect();
-            let message = format!("plugin `{name}` cannot be used as a {role} (its roles: {})", has.join(", "));
-            c.error(span, message);
-            return None;
-        }
-        Some((Arc::from(name), WasmPlugin(entry.plugin.clone())))
+        entry_role(name, entry, role, span, c)
     }
+
+    /// Every plugin loaded so far, sorted by name.
+    fn into_plugins(self) -> Vec<Arc<LoadedPlugin>> {
+        let mut plugins: Vec<Arc<LoadedPlugin>> =
+            self.loaded.into_values().chain(self.configured.into_values()).flatten().map(|e| e.plugin).collect();
+        plugins.sort_by(|a, b| a.name().cmp(b.name()));
+        plugins
+    }
+}
+
+/// `entry` in `role`, or an error at `span` if it lacks the role.
+fn entry_role(
+    name: &str,
+    entry: &PluginEntry,
+    role: Role,
+    span: Range<usize>,
+    c: &mut Collector<'_>,
+) -> Option<(Arc<str>, WasmPlugin)> {
+    if !entry.enabled.contains(&role) {
+        let has: Vec<_> = entry.enabled.iter().map(|r| r.config_name()).collect();
+        let message = format!("plugin `{name}` cannot be used as a {role} (its roles: {})", has.join(", "));
+        c.error(span, message);
+        return None;
+    }
+    Some((Arc::from(name), WasmPlugin(entry.plugin.clone())))
 }
 
 macro_rules! link_as {
@@ -289,6 +391,63 @@ fn route_name(site: &str, index: usize, route: &crate::config::model::RouteSecti
     route.name.as_ref().map_or_else(|| format!("{site}/{index}"), |n| n.get_ref().clone())
 }
 
+/// The header policy of one level, with the span of its table (for errors).
+type PolicyLevel<'c> = Option<&'c Spanned<HeaderPolicy>>;
+
+/// The effective header policy of a place: the levels from the most general to the most specific,
+/// each merged over the previous; `false` switches it off until a more specific table. `None` when
+/// off. The name says which level last contributed.
+fn effective_policy(levels: &[(PolicyLevel<'_>, String)]) -> Option<(serde_json::Value, String, Range<usize>)> {
+    let mut state = Some((json!({}), HEADER_POLICY_PLUGIN.to_string(), 0..0));
+    for (level, name) in levels {
+        match level.map(|l| (l.get_ref(), l.span())) {
+            None => {}
+            Some((HeaderPolicy::Off, _)) => state = None,
+            Some((HeaderPolicy::Keys(keys), span)) => {
+                let mut config = state.map_or_else(|| json!({}), |(config, _, _)| config);
+                merge_json(&mut config, keys);
+                state = Some((config, name.clone(), span));
+            }
+        }
+    }
+    state
+}
+
+/// A header policy's request-side and response-side links.
+type PolicyLinks = (Option<Link<dyn RequestFilterRole>>, Option<Link<dyn ResponseFilterRole>>);
+
+/// The header policy plugin's request and response links for `policy`, if any. The response side
+/// is left out when the built-in has nothing to do on responses (saves a call per response).
+fn policy_links(
+    catalog: &mut PluginCatalog<'_>,
+    policy: Option<(serde_json::Value, String, Range<usize>)>,
+    c: &mut Collector<'_>,
+) -> PolicyLinks {
+    let Some((config, place, span)) = policy else { return (None, None) };
+    let serde_json::Value::Object(keys) = &config else { return (None, None) };
+    let reference = PluginRef::Inline { plugin: None, config: keys.clone() };
+    let Some((name, entry)) = catalog.get_ref(&reference, HEADER_POLICY_PLUGIN, &place, span.clone(), c) else {
+        return (None, None);
+    };
+    let response_work = !entry.builtin
+        || keys.contains_key("response")
+        || keys.get("security_headers").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let (plugin, enabled) = (WasmPlugin(entry.plugin.clone()), entry.enabled.clone());
+    let name: Arc<str> = Arc::from(name.as_str());
+    let request = enabled.contains(&Role::RequestFilter).then(|| {
+        let role: Arc<dyn RequestFilterRole> = Arc::new(plugin.clone());
+        Link { name: name.clone(), role }
+    });
+    let response = (response_work && enabled.contains(&Role::ResponseFilter)).then(|| {
+        let role: Arc<dyn ResponseFilterRole> = Arc::new(plugin);
+        Link { name, role }
+    });
+    if request.is_none() && response.is_none() {
+        c.error(span, format!("the header policy plugin `{HEADER_POLICY_PLUGIN}` exports neither filter role"));
+    }
+    (request, response)
+}
+
 /// Builds a generation from a validated configuration: loads and configures every plugin it
 /// references and wires the chains. Returns every problem found, with its place in the file.
 pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine>) -> Result<Generation, Diagnostics> {
@@ -297,6 +456,7 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         engine,
         declared: config.plugins.iter().map(|p| (p.get_ref().name.get_ref().clone(), p)).collect(),
         loaded: HashMap::new(),
+        configured: HashMap::new(),
         base_dir: source.base_dir().to_path_buf(),
     };
 
@@ -320,12 +480,12 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
     let router = match custom_routers.as_slice() {
         [] => {
             let settings = default_settings(DEFAULT_ROUTER, router_config(config).to_string());
-            match builtin_plugin(DEFAULT_ROUTER).map(|bytes| LoadedPlugin::load(engine, bytes, settings)) {
+            match builtin_plugin(DEFAULT_ROUTER).map(|b| LoadedPlugin::load(engine, b.bytes, settings)) {
                 Some(Ok(plugin)) => {
                     let role: Arc<dyn RouterRole> = Arc::new(WasmPlugin(plugin.clone()));
                     catalog.loaded.insert(
                         format!("{DEFAULT_ROUTER} (sites)"),
-                        Some(PluginEntry { enabled: vec![Role::Router], plugin }),
+                        Some(PluginEntry { enabled: vec![Role::Router], plugin, builtin: true }),
                     );
                     Some(Link { name: Arc::from(DEFAULT_ROUTER), role })
                 }
@@ -352,11 +512,18 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
     let mut upstreams = HashMap::new();
     for u in &config.upstreams {
         let u = u.get_ref();
-        let (balancer_name, span) = match &u.balancer {
-            Some(b) => (b.get_ref().as_str(), b.span()),
-            None => (DEFAULT_BALANCER, u.name.span()),
+        let name = u.name.get_ref();
+        let default_ref = PluginRef::Named(DEFAULT_BALANCER.to_string());
+        let (reference, span) = match &u.balancer {
+            Some(b) => (b.get_ref(), b.span()),
+            None => (&default_ref, u.name.span()),
         };
-        let Some((_, plugin)) = catalog.role(balancer_name, Role::Balancer, span, &mut c) else {
+        let place = format!("upstream:{name}");
+        let Some((plugin_name, entry)) = catalog.get_ref(reference, DEFAULT_BALANCER, &place, span.clone(), &mut c)
+        else {
+            continue;
+        };
+        let Some((_, plugin)) = entry_role(&plugin_name, entry, Role::Balancer, span, &mut c) else {
             continue;
         };
         let mut backends = Vec::new();
@@ -370,11 +537,19 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
             backends.push(Arc::new(Backend::new(b.address.get_ref().clone(), address, weight, b.tags.clone())));
         }
         let balancer: Arc<dyn BalancerRole> = Arc::new(plugin);
-        upstreams.insert(
-            u.name.get_ref().clone(),
-            Arc::new(Upstream { name: u.name.get_ref().clone(), backends, balancer }),
-        );
+        upstreams.insert(name.clone(), Arc::new(Upstream { name: name.clone(), backends, balancer }));
     }
+
+    let server_policy: PolicyLevel<'_> = config.server.header_policy.as_ref();
+    let (fallback_request, fallback_policy_response) =
+        policy_links(&mut catalog, effective_policy(&[(server_policy, HEADER_POLICY_PLUGIN.to_string())]), &mut c);
+    let mut fallback_response = global_response.clone();
+    fallback_response.extend(fallback_policy_response.clone());
+    let fallback_route = RouteSettings {
+        request_filters: fallback_request.clone().into_iter().collect(),
+        response_filters: fallback_response,
+        split: None,
+    };
 
     let mut routes = HashMap::new();
     for site in &config.sites {
@@ -382,16 +557,45 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         let name = site_name(site);
         let site_request = request_chain(&mut catalog, &site.request_filters, &mut c);
         let site_response = response_chain(&mut catalog, &site.response_filters, &mut c);
+        let site_level = (site.header_policy.as_ref(), format!("{HEADER_POLICY_PLUGIN}@site:{name}"));
         for (i, r) in site.routes.iter().enumerate() {
             let r = r.get_ref();
-            let mut request_filters = site_request.clone();
+            let route = route_name(&name, i, r);
+            let levels = [
+                (server_policy, HEADER_POLICY_PLUGIN.to_string()),
+                site_level.clone(),
+                (r.header_policy.as_ref(), format!("{HEADER_POLICY_PLUGIN}@route:{route}")),
+            ];
+            let (policy_request, policy_response) = policy_links(&mut catalog, effective_policy(&levels), &mut c);
+
+            let mut split = None;
+            let mut split_response = None;
+            if let Some(s) = &r.split {
+                let place = format!("route:{route}");
+                if let Some((plugin_name, entry)) =
+                    catalog.get_ref(s.get_ref(), DEFAULT_SPLIT, &place, s.span(), &mut c)
+                {
+                    let plugin_name = plugin_name.clone();
+                    if entry.enabled.contains(&Role::ResponseFilter) {
+                        let role: Arc<dyn ResponseFilterRole> = Arc::new(WasmPlugin(entry.plugin.clone()));
+                        split_response = Some(Link { name: Arc::from(plugin_name.as_str()), role });
+                    }
+                    split = entry_role(&plugin_name, entry, Role::Split, s.span(), &mut c).map(|(name, plugin)| {
+                        let role: Arc<dyn SplitRole> = Arc::new(plugin);
+                        Link { name, role }
+                    });
+                }
+            }
+
+            let mut request_filters: Vec<_> = policy_request.into_iter().collect();
+            request_filters.extend(site_request.iter().cloned());
             request_filters.extend(request_chain(&mut catalog, &r.request_filters, &mut c));
-            let mut response_filters = response_chain(&mut catalog, &r.response_filters, &mut c);
+            let mut response_filters: Vec<_> = split_response.into_iter().collect();
+            response_filters.extend(response_chain(&mut catalog, &r.response_filters, &mut c));
             response_filters.extend(site_response.iter().cloned());
             response_filters.extend(global_response.iter().cloned());
-            let split =
-                r.split.as_ref().and_then(|s| link_as!(catalog, s.get_ref(), Role::Split, s.span(), &mut c, SplitRole));
-            routes.insert(route_name(&name, i, r), RouteSettings { request_filters, response_filters, split });
+            response_filters.extend(policy_response);
+            routes.insert(route, RouteSettings { request_filters, response_filters, split });
         }
     }
 
@@ -401,8 +605,7 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         config.server.listen.iter().filter_map(|l| l.get_ref().parse().ok()).collect()
     };
 
-    let mut plugins: Vec<Arc<LoadedPlugin>> = catalog.loaded.into_values().flatten().map(|e| e.plugin).collect();
-    plugins.sort_by(|a, b| a.name().cmp(b.name()));
+    let plugins = catalog.into_plugins();
     c.finish()?;
     let Some(router) = router else {
         return Err(Diagnostics(vec![source.whole("no router could be loaded")]));
@@ -410,8 +613,8 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
     Ok(Generation {
         router,
         request_filters: global_request,
-        response_filters: global_response,
         routes,
+        fallback_route,
         upstreams,
         plugins,
         listen,

@@ -27,6 +27,8 @@ pub trait RequestHead {
     fn header_names(&self) -> Vec<String>;
     /// The client's IP address as text, or empty if unknown.
     fn client_ip(&self) -> String;
+    /// The port of the proxy listener the client connected to, or 0 if unknown.
+    fn server_port(&self) -> u16;
     /// Replaces every value of header `name`; errors on invalid or protected headers.
     fn set_header(&self, name: &str, value: &str) -> Result<(), String>;
     /// Adds one more value of header `name`; errors on invalid or protected headers.
@@ -49,6 +51,8 @@ pub trait ResponseHead {
     fn set_status(&self, status: u16) -> Result<(), String>;
     /// The first value of header `name` (case-insensitive).
     fn header(&self, name: &str) -> Option<String>;
+    /// Every value of header `name`, in order.
+    fn header_all(&self, name: &str) -> Vec<String>;
     /// Replaces every value of header `name`.
     fn set_header(&self, name: &str, value: &str) -> Result<(), String>;
     /// Adds one more value of header `name`.
@@ -85,6 +89,9 @@ impl RequestHead for Request {
     fn client_ip(&self) -> String {
         Request::client_ip(self)
     }
+    fn server_port(&self) -> u16 {
+        Request::server_port(self)
+    }
     fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
         Request::set_header(self, name, value)
     }
@@ -114,6 +121,9 @@ impl ResponseHead for Response {
     }
     fn header(&self, name: &str) -> Option<String> {
         Response::header(self, name)
+    }
+    fn header_all(&self, name: &str) -> Vec<String> {
+        Response::header_all(self, name)
     }
     fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
         Response::set_header(self, name, value)
@@ -168,6 +178,9 @@ impl RequestHead for RoutedRequest<'_> {
     }
     fn client_ip(&self) -> String {
         self.inner.client_ip()
+    }
+    fn server_port(&self) -> u16 {
+        self.inner.server_port()
     }
     fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
         self.inner.set_header(name, value)

@@ -143,6 +143,7 @@ struct RequestState {
     path_and_query: String,
     headers: Headers,
     client_ip: String,
+    server_port: u16,
     context: HashMap<String, String>,
 }
 
@@ -161,6 +162,7 @@ impl TestRequest {
             path_and_query: path_and_query.to_string(),
             headers: Headers::default(),
             client_ip: "127.0.0.1".to_string(),
+            server_port: 8080,
             context: HashMap::new(),
         }))
     }
@@ -191,6 +193,11 @@ impl TestRequest {
     /// Sets the client's IP address.
     pub fn with_client_ip(self, ip: &str) -> Self {
         self.0.borrow_mut().client_ip = ip.to_string();
+        self
+    }
+    /// Sets the port of the listener the client connected to (default 8080).
+    pub fn with_server_port(self, port: u16) -> Self {
+        self.0.borrow_mut().server_port = port;
         self
     }
     /// The path and query as the plugin left them.
@@ -232,6 +239,9 @@ impl RequestHead for TestRequest {
     }
     fn client_ip(&self) -> String {
         self.0.borrow().client_ip.clone()
+    }
+    fn server_port(&self) -> u16 {
+        self.0.borrow().server_port
     }
     fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
         let name = check_header_change(name, Some(value), true)?;
@@ -296,6 +306,9 @@ impl ResponseHead for TestResponse {
     }
     fn header(&self, name: &str) -> Option<String> {
         self.0.borrow().1.first(name)
+    }
+    fn header_all(&self, name: &str) -> Vec<String> {
+        self.0.borrow().1.all(name)
     }
     fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
         let name = check_header_change(name, Some(value), false)?;

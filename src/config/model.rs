@@ -12,6 +12,15 @@ use crate::plugin::FailurePolicy;
 
 /// The default HTTP listener.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// The built-in plugin that routes when no `[[plugin]]` takes the router role.
+pub const DEFAULT_ROUTER: &str = "router";
+/// The balancer of an upstream without `balancer`, and of inline balancer tables without `plugin`.
+pub const DEFAULT_BALANCER: &str = "round-robin";
+/// The split plugin of inline `split` tables without `plugin`.
+pub const DEFAULT_SPLIT: &str = "split";
+/// The plugin that applies `header_policy` tables (a `[[plugin]]` of this name replaces it).
+pub const HEADER_POLICY_PLUGIN: &str = "headers";
+
 /// The default deadline of one plugin call.
 pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 5;
 /// The default memory cap of one plugin instance.
@@ -43,6 +52,9 @@ pub struct ServerSection {
     /// Response filters run on every proxied response, after site and route filters.
     #[serde(default)]
     pub response_filters: Vec<Spanned<String>>,
+    /// The header policy every site starts from (the built-in `headers` plugin's keys), or
+    /// `false` for none. Default: the plugin's defaults (`X-Forwarded-*` on).
+    pub header_policy: Option<Spanned<HeaderPolicy>>,
 }
 
 /// `[[upstream]]`: a named group of backends and how one is picked.
@@ -50,8 +62,9 @@ pub struct ServerSection {
 pub struct UpstreamSection {
     pub name: Spanned<String>,
     pub backends: Spanned<Vec<Spanned<BackendSection>>>,
-    /// A built-in balancer or a `[[plugin]]` with the balancer role. Default `round-robin`.
-    pub balancer: Option<Spanned<String>>,
+    /// A built-in balancer or a `[[plugin]]` with the balancer role, by name or as an inline
+    /// table `{ plugin = "hash", key = "cookie:session" }`. Default `round-robin`.
+    pub balancer: Option<Spanned<PluginRef>>,
 }
 
 /// One backend of an upstream: `{ address = "10.0.0.1:80", weight = 2, tags = ["a"] }`.
@@ -78,6 +91,8 @@ pub struct SiteSection {
     /// Response filters run on this site's responses after the route's own.
     #[serde(default)]
     pub response_filters: Vec<Spanned<String>>,
+    /// Header policy keys merged over the server's (or `false` for none on this site).
+    pub header_policy: Option<Spanned<HeaderPolicy>>,
     /// The routes, filled from `[[site.route]]` (read separately, to report each one's problems).
     #[serde(skip)]
     pub routes: Vec<Spanned<RouteSection>>,
@@ -105,14 +120,90 @@ pub struct RouteSection {
     /// Remove the matched prefix from the path before proxying. Default false.
     #[serde(default)]
     pub strip_prefix: bool,
-    /// A `[[plugin]]` with the split role that picks a variant for this route's requests.
-    pub split: Option<Spanned<String>>,
+    /// A plugin with the split role that picks a variant for this route's requests: a name, or
+    /// an inline table of the built-in `split` plugin's keys (`plugin = "…"` names another).
+    pub split: Option<Spanned<PluginRef>>,
+    /// Header policy keys merged over the site's (or `false` for none on this route).
+    pub header_policy: Option<Spanned<HeaderPolicy>>,
     /// Request filters run after the site's.
     #[serde(default)]
     pub request_filters: Vec<Spanned<String>>,
     /// Response filters run before the site's.
     #[serde(default)]
     pub response_filters: Vec<Spanned<String>>,
+}
+
+/// A reference to a plugin: its name, or an inline table configuring one for this place only.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginRef {
+    /// A built-in or `[[plugin]]` name, used with its own configuration.
+    Named(String),
+    /// `plugin` (a built-in or `[[plugin]]` name; `None` for the place's default) configured with
+    /// the table's other keys, merged over the plugin's own configuration.
+    Inline { plugin: Option<String>, config: serde_json::Map<String, serde_json::Value> },
+}
+
+impl PluginRef {
+    /// The plugin this refers to, or `default` when an inline table names none.
+    pub fn plugin_name<'a>(&'a self, default: &'a str) -> &'a str {
+        match self {
+            PluginRef::Named(name) => name,
+            PluginRef::Inline { plugin, .. } => plugin.as_deref().unwrap_or(default),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PluginRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PluginRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a plugin name or an inline table of its configuration")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PluginRef, E> {
+                Ok(PluginRef::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PluginRef, A::Error> {
+                let mut config: serde_json::Map<String, serde_json::Value> =
+                    Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let plugin = match config.remove("plugin") {
+                    None => None,
+                    Some(serde_json::Value::String(name)) => Some(name),
+                    Some(_) => return Err(serde::de::Error::custom("`plugin` must be a plugin name")),
+                };
+                Ok(PluginRef::Inline { plugin, config })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A `header_policy` setting: `false` (no header policy here), `true` (the defaults) or a table of
+/// the built-in `headers` plugin's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderPolicy {
+    Off,
+    Keys(serde_json::Map<String, serde_json::Value>),
+}
+
+impl<'de> Deserialize<'de> for HeaderPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HeaderPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("false, true, or a table of header policy keys")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<HeaderPolicy, E> {
+                Ok(if v { HeaderPolicy::Keys(Default::default()) } else { HeaderPolicy::Off })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<HeaderPolicy, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(HeaderPolicy::Keys)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A matcher value: an exact string, or `true` for presence.

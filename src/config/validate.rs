@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use super::diagnostics::Collector;
-use super::model::{ConfigFile, DEFAULT_LISTEN};
+use super::model::{ConfigFile, DEFAULT_BALANCER, DEFAULT_LISTEN, DEFAULT_SPLIT};
 use crate::plugin::{MAX_PLUGIN_MEMORY_BYTES, Role, builtin_names};
 
 fn is_token(s: &str) -> bool {
@@ -81,13 +81,11 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
                 c.error(w.span(), "backend weight must be at least 1");
             }
         }
-        if let Some(balancer) = &u.balancer
-            && !known_plugin(balancer.get_ref())
-        {
-            c.error(
-                balancer.span(),
-                format!("unknown balancer `{}` (a built-in or a [[plugin]] name)", balancer.get_ref()),
-            );
+        if let Some(balancer) = &u.balancer {
+            let plugin = balancer.get_ref().plugin_name(DEFAULT_BALANCER);
+            if !known_plugin(plugin) {
+                c.error(balancer.span(), format!("unknown balancer `{plugin}` (a built-in or a [[plugin]] name)"));
+            }
         }
     }
 
@@ -139,10 +137,11 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
             if !upstreams.contains_key(r.upstream.get_ref().as_str()) && !unreadable.contains(r.upstream.get_ref()) {
                 c.error(r.upstream.span(), format!("unknown upstream `{}`", r.upstream.get_ref()));
             }
-            if let Some(split) = &r.split
-                && !known_plugin(split.get_ref())
-            {
-                c.error(split.span(), format!("unknown split plugin `{}`", split.get_ref()));
+            if let Some(split) = &r.split {
+                let plugin = split.get_ref().plugin_name(DEFAULT_SPLIT);
+                if !known_plugin(plugin) {
+                    c.error(split.span(), format!("unknown split plugin `{plugin}`"));
+                }
             }
             for chain in [&r.request_filters, &r.response_filters] {
                 for f in chain {
@@ -181,8 +180,6 @@ fn validate_plugins(config: &ConfigFile, c: &mut Collector<'_>) -> HashSet<Strin
         let name = p.name.get_ref();
         if name.is_empty() {
             c.error(p.name.span(), "plugin name must not be empty");
-        } else if builtins.contains(name.as_str()) {
-            c.error(p.name.span(), format!("`{name}` is the name of a built-in plugin; choose another name"));
         } else if !names.insert(name.clone()) {
             c.error(p.name.span(), format!("plugin `{name}` is defined twice"));
         }

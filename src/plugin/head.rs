@@ -22,6 +22,8 @@ pub struct RequestView {
     pub head: Box<RequestHeader>,
     /// The client's address, when known.
     pub client_ip: Option<IpAddr>,
+    /// The port of the listener the client connected to; 0 when unknown.
+    pub server_port: u16,
     /// Whether the client connected over TLS.
     pub https: bool,
     /// Values plugins left for later plugins and the access log (`set-context`).
@@ -42,7 +44,13 @@ pub fn placeholder_response_head() -> ResponseHeader {
 
 impl Default for RequestView {
     fn default() -> Self {
-        RequestView { head: Box::new(placeholder_request_head()), client_ip: None, https: false, context: Vec::new() }
+        RequestView {
+            head: Box::new(placeholder_request_head()),
+            client_ip: None,
+            server_port: 0,
+            https: false,
+            context: Vec::new(),
+        }
     }
 }
 
@@ -178,6 +186,11 @@ pub mod response {
     /// The first value of a header.
     pub fn header(head: &ResponseHeader, name: &str) -> Option<String> {
         head.headers.get(name).map(lossy)
+    }
+
+    /// All values of a header.
+    pub fn header_all(head: &ResponseHeader, name: &str) -> Vec<String> {
+        head.headers.get_all(name).iter().map(lossy).collect()
     }
 
     /// Replaces a header's values.

@@ -129,6 +129,10 @@ impl types::HostRequest for HostState {
     fn client_ip(&mut self, _: Resource<RequestResource>) -> String {
         self.request.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
     }
+
+    fn server_port(&mut self, _: Resource<RequestResource>) -> u16 {
+        self.request.server_port
+    }
     fn set_header(&mut self, _: Resource<RequestResource>, name: String, value: String) -> Result<(), String> {
         self.request.set_header(&name, &value)
     }
@@ -162,6 +166,9 @@ impl types::HostResponse for HostState {
     }
     fn header(&mut self, _: Resource<ResponseResource>, name: String) -> Option<String> {
         head::response::header(&self.response, &name)
+    }
+    fn header_all(&mut self, _: Resource<ResponseResource>, name: String) -> Vec<String> {
+        head::response::header_all(&self.response, &name)
     }
     fn set_header(&mut self, _: Resource<ResponseResource>, name: String, value: String) -> Result<(), String> {
         head::response::set_header(&mut self.response, &name, &value)

@@ -13,7 +13,7 @@ mod kv;
 mod roles;
 mod stats;
 
-pub use builtin::{BUILTIN_PLUGINS, builtin_names, builtin_plugin};
+pub use builtin::{BUILTIN_COMPONENTS, BUILTIN_PLUGINS, Builtin, builtin_names, builtin_plugin};
 pub use engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
 pub use error::{FailurePolicy, PluginError, PluginFailure};
 pub use head::{RequestView, checked_response_header};

@@ -50,13 +50,15 @@ pub enum SplitChoice {
 }
 
 /// A backend offered to a balancer, with live figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub key: u64,
     pub weight: u32,
     pub in_flight: u32,
     pub latency_us: u32,
     pub failures: u32,
+    /// Shared with the backend: offering a candidate does not copy its tags.
+    pub tags: Arc<[String]>,
 }
 
 /// Maps a request to a route. Called once per request, after the global request filters.
@@ -162,6 +164,7 @@ impl BalancerRole for WasmPlugin {
                 in_flight: c.in_flight,
                 latency_us: c.latency_us,
                 failures: c.failures,
+                tags: c.tags.to_vec(),
             })
             .collect();
         let pick = self.0.call(req, None, |i| {

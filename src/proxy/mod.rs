@@ -9,6 +9,7 @@
 //! The request head is moved into a [`RequestView`] for each group of plugin calls and moved back
 //! afterwards, so plugins read and change the live head without copies.
 
+mod hop;
 pub mod server;
 
 use std::sync::Arc;
@@ -96,6 +97,14 @@ fn swap_head(session: &mut Session, ctx: &mut RequestCtx) {
     std::mem::swap(session.req_header_mut(), &mut *ctx.view.head);
 }
 
+/// Records the split's choice for later plugins and the log, unless the split named its variant
+/// itself.
+fn note_variant(view: &mut RequestView, choice: &str) {
+    if view.context(SPLIT_VARIANT_CONTEXT_KEY).is_none() {
+        view.set_context(SPLIT_VARIANT_CONTEXT_KEY, choice);
+    }
+}
+
 fn run_request_filters(
     chain: &[Link<dyn crate::plugin::RequestFilterRole>],
     view: &mut RequestView,
@@ -135,21 +144,21 @@ impl SwitchyardProxy {
             return Verdict::Reply(text_reply(502, "the route's upstream is not configured"));
         };
         ctx.upstream = Some(upstream.clone());
-        let settings: Option<&RouteSettings> = generation.routes.get(&decision.name);
+        let settings: &RouteSettings = generation.routes.get(&decision.name).unwrap_or(&generation.fallback_route);
         ctx.route = Some(decision.name);
-        if let Some(settings) = settings {
+        {
             if let Some(reply) = run_request_filters(&settings.request_filters, &mut ctx.view) {
                 return Verdict::Reply(reply);
             }
             if let Some(split) = &settings.split {
                 match split.role.choose(&mut ctx.view, &upstream.name) {
                     Ok(Some(SplitChoice::Tag(tag))) => {
-                        ctx.view.set_context(SPLIT_VARIANT_CONTEXT_KEY, &tag);
+                        note_variant(&mut ctx.view, &tag);
                         ctx.tag = Some(tag);
                     }
                     Ok(Some(SplitChoice::Upstream(name))) => match generation.upstreams.get(&name) {
                         Some(other) => {
-                            ctx.view.set_context(SPLIT_VARIANT_CONTEXT_KEY, &name);
+                            note_variant(&mut ctx.view, &name);
                             ctx.upstream = Some(other.clone());
                         }
                         None => {
@@ -224,7 +233,14 @@ impl ProxyHttp for SwitchyardProxy {
             Some(PingoraSocketAddr::Inet(addr)) => Some(addr.ip()),
             _ => None,
         };
+        ctx.view.server_port = match session.server_addr() {
+            Some(PingoraSocketAddr::Inet(addr)) => addr.port(),
+            _ => 0,
+        };
         swap_head(session, ctx);
+        for name in hop::connection_nominated(&ctx.view.head.headers) {
+            ctx.view.head.remove_header(&name);
+        }
         let verdict = self.decide(ctx);
         swap_head(session, ctx);
         match verdict {
@@ -308,10 +324,13 @@ impl ProxyHttp for SwitchyardProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        for name in hop::connection_nominated(&upstream_response.headers) {
+            upstream_response.remove_header(&name);
+        }
         let generation = ctx.generation.clone();
         let chain = match ctx.route.as_ref().and_then(|r| generation.routes.get(r)) {
             Some(settings) => &settings.response_filters,
-            None => &generation.response_filters,
+            None => &generation.fallback_route.response_filters,
         };
         if chain.is_empty() {
             return Ok(());

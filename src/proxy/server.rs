@@ -64,6 +64,7 @@ impl EmbeddedProxy {
                 // What Pingora's own listener records, so the client's address is known.
                 let digest = SocketDigest::from_raw_fd(io.as_raw_fd());
                 let _ = digest.peer_addr.set(Some(peer.into()));
+                let _ = digest.local_addr.set(Some(local_addr.into()));
                 io.set_socket_digest(digest);
                 let app = app.clone();
                 let watch = watch.clone();

@@ -29,7 +29,7 @@ pub struct Backend {
     /// Where connections go.
     pub address: SocketAddr,
     pub weight: u32,
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     /// A stable hash of `label`, the balancer's key for consistent hashing.
     pub key: u64,
     in_flight: AtomicU32,
@@ -50,7 +50,7 @@ impl Backend {
             label,
             address,
             weight,
-            tags,
+            tags: tags.into(),
             key,
             in_flight: AtomicU32::new(0),
             latency_us: AtomicU32::new(0),
@@ -66,6 +66,7 @@ impl Backend {
             in_flight: self.in_flight.load(Relaxed),
             latency_us: self.latency_us.load(Relaxed),
             failures: self.failures.load(Relaxed),
+            tags: self.tags.clone(),
         }
     }
 

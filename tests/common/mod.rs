@@ -100,3 +100,76 @@ pub async fn send(addr: SocketAddr, method: &str, host: &str, path: &str, header
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Answer {
     send(addr, "GET", host, path, &[]).await
 }
+
+/// Starts an origin named `name` that waits `delay` before each answer (a slow backend). It
+/// answers `GET`s with an empty 200 carrying `x-backend`, and keeps connections alive.
+pub async fn slow_origin(name: &str, delay: Duration) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+    let name = name.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        tokio::time::sleep(delay).await;
+                        let reply = format!("HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-length: 0\r\n\r\n");
+                        if stream.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `n` GETs for `path` with `Host: host` through the proxy at `addr` over one kept-alive
+/// client, `concurrency` at a time; request `i` carries `headers(i)`. Returns how many answers
+/// each backend (`x-backend`) gave; any non-200 answer fails the test.
+pub async fn tally(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    n: usize,
+    concurrency: usize,
+    headers: impl Fn(usize) -> Vec<(String, String)>,
+) -> std::collections::HashMap<String, usize> {
+    let client = client();
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let permit = limit.clone().acquire_owned().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut req = client.get(format!("http://{addr}{path}")).header("host", host);
+        for (name, value) in headers(i) {
+            req = req.header(name, value);
+        }
+        tasks.spawn(async move {
+            let resp = req.send().await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+            drop(permit);
+            assert_eq!(resp.status().as_u16(), 200, "request {i}");
+            resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+        });
+    }
+    let mut counts = std::collections::HashMap::new();
+    while let Some(backend) = tasks.join_next().await {
+        *counts.entry(backend.unwrap_or_else(|e| panic!("{e}"))).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The `name=value` part of a `Set-Cookie` answer header, if any.
+pub fn set_cookie(answer: &Answer) -> Option<String> {
+    let value = answer.headers.get("set-cookie")?.to_str().ok()?;
+    value.split(';').next().map(|pair| pair.trim().to_string())
+}

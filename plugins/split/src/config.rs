@@ -1,0 +1,410 @@
+//! The split's JSON configuration: the file format ([`RawConfig`]), its validation, and the
+//! checked model the plugin runs on ([`SplitConfig`]).
+//!
+//! Shape errors (an unknown key, a wrong type) come from serde and stop at the first one; every
+//! rule beyond the shape is checked afterwards and all broken rules are reported together.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::assign::{Target, Variant, VariantTable};
+use crate::cookie::StickyCookie;
+
+const DEFAULT_COOKIE: &str = "switchyard_split";
+const DEFAULT_COOKIE_MAX_AGE: u64 = 30 * 24 * 60 * 60;
+const DEFAULT_OVERRIDE_HEADER: &str = "x-switchyard-variant";
+const DEFAULT_OVERRIDE_COOKIE: &str = "switchyard_variant";
+
+/// The configuration as written; see the crate documentation for every key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    variants: Vec<RawVariant>,
+    #[serde(default)]
+    sticky: Sticky,
+    #[serde(default)]
+    sticky_header: Option<String>,
+    #[serde(default = "default_cookie")]
+    cookie: String,
+    #[serde(default = "default_cookie_max_age")]
+    cookie_max_age: u64,
+    #[serde(default)]
+    cookie_secret: Option<String>,
+    #[serde(default = "default_override_header")]
+    override_header: String,
+    #[serde(default = "default_override_cookie")]
+    override_cookie: String,
+    #[serde(default)]
+    response_header: Option<String>,
+    #[serde(default)]
+    salt: Option<String>,
+}
+
+/// One variant as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    upstream: Option<String>,
+    /// A JSON number rather than `u32`, so a negative or fractional weight gets an error that
+    /// names the variant and the key instead of serde's bare "expected u32".
+    #[serde(default)]
+    weight: Option<serde_json::Number>,
+}
+
+/// What keeps a client in its variant from one request to the next.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Sticky {
+    #[default]
+    Cookie,
+    Header,
+    ClientIp,
+    None,
+}
+
+fn default_cookie() -> String {
+    DEFAULT_COOKIE.to_string()
+}
+fn default_cookie_max_age() -> u64 {
+    DEFAULT_COOKIE_MAX_AGE
+}
+fn default_override_header() -> String {
+    DEFAULT_OVERRIDE_HEADER.to_string()
+}
+fn default_override_cookie() -> String {
+    DEFAULT_OVERRIDE_COOKIE.to_string()
+}
+
+/// How a client without an override is put into a variant.
+#[derive(Debug)]
+pub enum Stickiness {
+    /// A signed cookie remembers the variant; new clients are assigned at random by weight.
+    Cookie(StickyCookie),
+    /// The stable hash of this request header's value picks the variant (the client IP when the
+    /// header is missing).
+    Header(String),
+    /// The stable hash of the client IP picks the variant.
+    ClientIp,
+    /// Every request is assigned at random by weight.
+    None,
+}
+
+/// The checked configuration.
+#[derive(Debug)]
+pub struct SplitConfig {
+    /// The variants with their weights.
+    pub variants: VariantTable,
+    /// How clients stay in their variant.
+    pub stickiness: Stickiness,
+    /// Mixed into the stable hash so different splits bucket the same client independently.
+    pub salt: String,
+    /// A request header naming the variant to force, if enabled.
+    pub override_header: Option<String>,
+    /// A request cookie naming the variant to force, if enabled.
+    pub override_cookie: Option<String>,
+    /// A response header that reports the chosen variant, if enabled.
+    pub response_header: Option<String>,
+}
+
+impl SplitConfig {
+    /// Parses and checks the JSON configuration `config`.
+    ///
+    /// The whole string also seeds the default cookie secret, so two instances configured with
+    /// the same text accept each other's cookies.
+    pub fn parse(config: &str) -> Result<Self, String> {
+        let raw: RawConfig = switchyard_sdk::parse_config(config)?;
+        raw.check(config).map_err(|problems| format!("invalid split config: {}", problems.join("; ")))
+    }
+}
+
+impl RawConfig {
+    /// Builds the model, or returns every rule the configuration breaks.
+    fn check(self, config_text: &str) -> Result<SplitConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let variants = check_variants(self.variants, &mut problems);
+
+        let salt = self.salt.unwrap_or_else(|| self.cookie.clone());
+        if self.sticky != Sticky::Header && self.sticky_header.is_some() {
+            problems.push("\"sticky_header\" is only used with sticky = \"header\"".into());
+        }
+        let stickiness = match self.sticky {
+            Sticky::Cookie => {
+                let secret = match &self.cookie_secret {
+                    Some(secret) => secret.as_bytes().to_vec(),
+                    None => Sha256::digest(config_text.as_bytes()).to_vec(),
+                };
+                match StickyCookie::new(self.cookie.clone(), self.cookie_max_age, &secret, &salt) {
+                    Ok(cookie) => Some(Stickiness::Cookie(cookie)),
+                    Err(problem) => {
+                        problems.push(problem);
+                        None
+                    }
+                }
+            }
+            Sticky::Header => match self.sticky_header {
+                Some(name) => {
+                    check_header_name("sticky_header", &name, &mut problems);
+                    Some(Stickiness::Header(name))
+                }
+                None => {
+                    problems.push(
+                        "sticky = \"header\" needs \"sticky_header\", the header that keys the assignment".into(),
+                    );
+                    None
+                }
+            },
+            Sticky::ClientIp => Some(Stickiness::ClientIp),
+            Sticky::None => Some(Stickiness::None),
+        };
+
+        check_cookie_name("cookie", &self.cookie, &mut problems);
+        if self.cookie_max_age == 0 {
+            problems.push("cookie_max_age must be above 0 (a Max-Age of 0 deletes the cookie at once)".into());
+        }
+        if self.cookie_secret.as_deref() == Some("") {
+            problems.push("cookie_secret must not be empty; leave it out to derive one from the config".into());
+        }
+        let override_header = enabled(self.override_header);
+        if let Some(name) = &override_header {
+            check_header_name("override_header", name, &mut problems);
+        }
+        let override_cookie = enabled(self.override_cookie);
+        if let Some(name) = &override_cookie {
+            check_cookie_name("override_cookie", name, &mut problems);
+            if *name == self.cookie && self.sticky == Sticky::Cookie {
+                problems.push(format!("override_cookie and cookie are both {name:?}; they must differ"));
+            }
+        }
+        if let Some(name) = &self.response_header {
+            check_header_name("response_header", name, &mut problems);
+        }
+
+        // A missing stickiness always comes with a problem, so this only returns early on problems.
+        let (true, Some(stickiness)) = (problems.is_empty(), stickiness) else {
+            return Err(problems);
+        };
+        Ok(SplitConfig {
+            variants,
+            stickiness,
+            salt,
+            override_header,
+            override_cookie,
+            response_header: self.response_header,
+        })
+    }
+}
+
+fn enabled(name: String) -> Option<String> {
+    if name.is_empty() { None } else { Some(name) }
+}
+
+fn check_variants(raw: Vec<RawVariant>, problems: &mut Vec<String>) -> VariantTable {
+    if raw.is_empty() {
+        problems.push("variants: at least one variant is required".into());
+    }
+    let mut variants: Vec<Variant> = Vec::with_capacity(raw.len());
+    for (index, variant) in raw.into_iter().enumerate() {
+        let at = format!("variants[{index}]");
+        let target = match (variant.tag, variant.upstream) {
+            (Some(tag), None) => Target::Tag(tag),
+            (None, Some(upstream)) => Target::Upstream(upstream),
+            (Some(_), Some(_)) => {
+                problems.push(format!("{at}: set exactly one of \"tag\" or \"upstream\", not both"));
+                continue;
+            }
+            (None, None) => {
+                problems.push(format!("{at}: set exactly one of \"tag\" or \"upstream\"; it has neither"));
+                continue;
+            }
+        };
+        let target_value = match &target {
+            Target::Tag(v) | Target::Upstream(v) => v.clone(),
+        };
+        if target_value.is_empty() {
+            problems.push(format!("{at}: the {} must not be empty", target.kind()));
+            continue;
+        }
+        let name = variant.name.unwrap_or(target_value);
+        let at = format!("{at} ({name:?})");
+        if !is_cookie_value_safe(&name) {
+            problems.push(format!(
+                "{at}: a variant name must be non-empty visible ASCII without spaces, quotes, commas, semicolons \
+                 or backslashes (it travels in a cookie and a header)"
+            ));
+        }
+        if let Some(earlier) = variants.iter().position(|v| v.name == name) {
+            problems.push(format!("{at}: the name is already used by variants[{earlier}]; names must be unique"));
+        }
+        let weight = match variant.weight {
+            None => 1,
+            Some(number) => match number.as_u64().and_then(|w| u32::try_from(w).ok()) {
+                Some(weight) => weight,
+                None => {
+                    problems.push(format!("{at}: weight must be a whole number from 0 to {}, not {number}", u32::MAX));
+                    0
+                }
+            },
+        };
+        variants.push(Variant { name, target, weight });
+    }
+    let table = VariantTable::new(variants);
+    if table.total_weight() == 0 && !table.is_empty() {
+        problems.push("variants: the total weight is 0; at least one variant needs a weight above 0".into());
+    }
+    table
+}
+
+/// An HTTP token (RFC 9110 `tchar`), which is what a header or cookie name must be.
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A cookie value without quoting (RFC 6265 `cookie-octet`), also safe in a header and a
+/// metric name.
+fn is_cookie_value_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
+}
+
+fn check_header_name(key: &str, name: &str, problems: &mut Vec<String>) {
+    if !is_token(name) {
+        problems.push(format!("{key}: {name:?} is not a valid header name"));
+    }
+}
+
+fn check_cookie_name(key: &str, name: &str, problems: &mut Vec<String>) {
+    if !is_token(name) {
+        problems.push(format!("{key}: {name:?} is not a valid cookie name"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(config: &str) -> String {
+        match SplitConfig::parse(config) {
+            Ok(_) => panic!("accepted {config}"),
+            Err(e) => e,
+        }
+    }
+
+    fn assert_rejected(config: &str, expected: &[&str]) {
+        let error = rejected(config);
+        for part in expected {
+            assert!(error.contains(part), "error {error:?} does not mention {part:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in_everything_but_the_variants() {
+        let config = SplitConfig::parse(r#"{"variants": [{"tag": "a", "weight": 90}, {"upstream": "api-v2"}]}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = config.variants.by_name("a").map(|v| (&v.target, v.weight));
+        assert_eq!(a, Some((&Target::Tag("a".into()), 90)));
+        let v2 = config.variants.by_name("api-v2").map(|v| (&v.target, v.weight));
+        assert_eq!(v2, Some((&Target::Upstream("api-v2".into()), 1)));
+        assert_eq!(config.variants.total_weight(), 91);
+        assert_eq!(config.salt, "switchyard_split");
+        assert_eq!(config.override_header.as_deref(), Some("x-switchyard-variant"));
+        assert_eq!(config.override_cookie.as_deref(), Some("switchyard_variant"));
+        assert_eq!(config.response_header, None);
+        match &config.stickiness {
+            Stickiness::Cookie(cookie) => {
+                let set_cookie = cookie.set_cookie("a", false);
+                assert!(set_cookie.starts_with("switchyard_split=a."), "{set_cookie}");
+                assert!(set_cookie.contains("; Max-Age=2592000;"), "{set_cookie}");
+            }
+            other => panic!("default stickiness is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_override_names_disable_the_overrides() {
+        let config =
+            SplitConfig::parse(r#"{"variants": [{"tag": "a"}], "override_header": "", "override_cookie": ""}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.override_header, None);
+        assert_eq!(config.override_cookie, None);
+    }
+
+    #[test]
+    fn rejects_a_missing_or_empty_variant_list() {
+        assert_rejected("{}", &["missing field `variants`"]);
+        assert_rejected(r#"{"variants": []}"#, &["at least one variant is required"]);
+    }
+
+    #[test]
+    fn rejects_a_variant_with_both_tag_and_upstream() {
+        assert_rejected(r#"{"variants": [{"tag": "a", "upstream": "b"}]}"#, &["variants[0]", "not both"]);
+    }
+
+    #[test]
+    fn rejects_a_variant_with_neither_tag_nor_upstream() {
+        assert_rejected(r#"{"variants": [{"tag": "a"}, {"name": "b", "weight": 3}]}"#, &["variants[1]", "neither"]);
+    }
+
+    #[test]
+    fn rejects_duplicate_names() {
+        assert_rejected(
+            r#"{"variants": [{"tag": "a"}, {"name": "a", "upstream": "api-v2"}]}"#,
+            &["variants[1] (\"a\")", "already used by variants[0]", "unique"],
+        );
+    }
+
+    #[test]
+    fn rejects_a_total_weight_of_zero() {
+        assert_rejected(
+            r#"{"variants": [{"tag": "a", "weight": 0}, {"tag": "b", "weight": 0}]}"#,
+            &["total weight is 0"],
+        );
+    }
+
+    #[test]
+    fn rejects_bad_weights_naming_the_variant() {
+        assert_rejected(r#"{"variants": [{"tag": "a", "weight": -1}]}"#, &["variants[0] (\"a\")", "weight", "-1"]);
+        assert_rejected(r#"{"variants": [{"tag": "a", "weight": 2.5}]}"#, &["weight", "2.5"]);
+    }
+
+    #[test]
+    fn rejects_sticky_header_without_its_header() {
+        assert_rejected(r#"{"variants": [{"tag": "a"}], "sticky": "header"}"#, &["needs \"sticky_header\""]);
+        assert_rejected(
+            r#"{"variants": [{"tag": "a"}], "sticky": "client_ip", "sticky_header": "x-user"}"#,
+            &["only used with sticky = \"header\""],
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_anywhere() {
+        assert_rejected(r#"{"variants": [{"tag": "a"}], "stickyness": "cookie"}"#, &["unknown field `stickyness`"]);
+        assert_rejected(r#"{"variants": [{"tag": "a", "wieght": 2}]}"#, &["unknown field `wieght`"]);
+        assert_rejected(r#"{"variants": [{"tag": "a"}], "sticky": "session"}"#, &["unknown variant `session`"]);
+    }
+
+    #[test]
+    fn rejects_names_that_cannot_travel_in_a_cookie_or_header() {
+        assert_rejected(r#"{"variants": [{"name": "a b", "tag": "a"}]}"#, &["variants[0] (\"a b\")", "cookie"]);
+        assert_rejected(r#"{"variants": [{"tag": "a"}], "cookie": "bad name"}"#, &["cookie: \"bad name\""]);
+        assert_rejected(r#"{"variants": [{"tag": "a"}], "response_header": "x:y"}"#, &["response_header"]);
+        assert_rejected(
+            r#"{"variants": [{"tag": "a"}], "cookie": "same", "override_cookie": "same"}"#,
+            &["override_cookie and cookie"],
+        );
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let error = rejected(
+            r#"{"variants": [{"tag": "a", "weight": 0}, {"tag": "a", "weight": 0}], "sticky": "header",
+                "cookie_max_age": 0}"#,
+        );
+        for part in ["already used", "total weight is 0", "sticky_header", "cookie_max_age"] {
+            assert!(error.contains(part), "error {error:?} does not mention {part:?}");
+        }
+    }
+}

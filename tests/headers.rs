@@ -1,0 +1,169 @@
+//! Header policy over real sockets: X-Forwarded-* (appended to an incoming chain), RFC 7239
+//! `Forwarded` with a quoted IPv6 client, global → site → route merging with the most specific
+//! winning, response edits, the security preset, and framing/hop-by-hop safety.
+
+mod common;
+
+use common::*;
+
+fn site_config(origin: std::net::SocketAddr, server_policy: &str, site_policy: &str, extra_route: &str) -> String {
+    format!(
+        r#"
+[server]
+{server_policy}
+
+[[upstream]]
+name = "app"
+backends = [{{ address = "{origin}" }}]
+
+[[site]]
+name = "shop"
+hosts = ["shop.test"]
+{site_policy}
+
+[[site.route]]
+name = "plain"
+path_prefix = "/"
+upstream = "app"
+
+{extra_route}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_headers_are_set_and_the_incoming_chain_is_extended() {
+    let o = origin("app").await;
+    let proxy = proxy(must_build(&site_config(o.addr, "", "", ""))).await;
+    let port = proxy.local_addr.port().to_string();
+
+    let fresh = get(proxy.local_addr, "shop.test:8443", "/").await;
+    assert_eq!(fresh.echoed_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(fresh.echoed_header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(fresh.echoed_header("x-forwarded-host").as_deref(), Some("shop.test:8443"));
+    assert_eq!(fresh.echoed_header("x-forwarded-port").as_deref(), Some(port.as_str()));
+    assert_eq!(fresh.echoed_header("forwarded"), None, "Forwarded is off by default");
+
+    let chained =
+        send(proxy.local_addr, "GET", "shop.test", "/", &[("x-forwarded-for", "203.0.113.7, 10.0.0.1")]).await;
+    assert_eq!(chained.echoed_header("x-forwarded-for").as_deref(), Some("203.0.113.7, 10.0.0.1, 127.0.0.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_incoming_forwarding_headers_are_replaced() {
+    let o = origin("app").await;
+    let policy = "[server.header_policy]\ntrust_incoming = false\nforwarded = true";
+    let proxy = proxy(must_build(&site_config(o.addr, policy, "", ""))).await;
+    let spoofed = [("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https"), ("forwarded", "for=1.1.1.1")];
+    let r = send(proxy.local_addr, "GET", "shop.test", "/", &spoofed).await;
+    assert_eq!(r.echoed_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(r.echoed_header("x-forwarded-proto").as_deref(), Some("http"));
+    let forwarded = r.echoed_header("forwarded").unwrap_or_default();
+    assert!(forwarded.starts_with("for=127.0.0.1"), "{forwarded}");
+    assert!(!forwarded.contains("1.1.1.1"), "{forwarded}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_quotes_an_ipv6_client_and_appends_to_an_incoming_element() {
+    let o = origin("app").await;
+    let policy = "[server.header_policy]\nforwarded = true\nforwarded_by = \"_edge1\"";
+    let generation = must_build(&site_config(o.addr, policy, "", ""));
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap_or_else(|e| panic!("bind ::1: {e}"));
+    let proxy = switchyard::proxy::server::EmbeddedProxy::start(listener, generation).unwrap_or_else(|e| panic!("{e}"));
+    let r = send(proxy.local_addr, "GET", "shop.test", "/", &[("forwarded", "for=192.0.2.60;proto=https")]).await;
+    let forwarded = r.echoed_header("forwarded").unwrap_or_default();
+    assert!(forwarded.starts_with("for=192.0.2.60;proto=https, "), "the incoming element stays first: {forwarded}");
+    let ours = forwarded.rsplit(", ").next().unwrap_or_default();
+    assert!(ours.contains("for=\"[::1]\""), "IPv6 is quoted and bracketed: {forwarded}");
+    assert!(ours.contains("by=_edge1"), "{forwarded}");
+    assert!(ours.contains("proto=http"), "{forwarded}");
+    assert_eq!(r.echoed_header("x-forwarded-for").as_deref(), Some("::1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_specific_policy_wins_key_by_key() {
+    let o = origin("app").await;
+    let server = "[server.header_policy]\nrequest = { set = { x-env = \"prod\", x-level = \"server\" } }";
+    let site = "[site.header_policy]\nrequest = { set = { x-level = \"site\" } }\nresponse = { set = { x-served-by = \"shop\" } }";
+    let route = r#"
+[[site.route]]
+name = "checkout"
+path_prefix = "/checkout"
+upstream = "app"
+header_policy = { request = { set = { x-level = "route" } }, x_forwarded_for = false, response = { remove = ["x-backend"] } }
+
+[[site.route]]
+name = "raw"
+path_prefix = "/raw"
+upstream = "app"
+header_policy = false
+"#;
+    let proxy = proxy(must_build(&site_config(o.addr, server, site, route))).await;
+
+    let plain = get(proxy.local_addr, "shop.test", "/").await;
+    assert_eq!(plain.echoed_header("x-level").as_deref(), Some("site"));
+    assert_eq!(plain.echoed_header("x-env").as_deref(), Some("prod"), "server keys reach the site");
+    assert_eq!(plain.headers.get("x-served-by").and_then(|v| v.to_str().ok()), Some("shop"));
+    assert_eq!(plain.backend.as_deref(), Some("app"));
+
+    let checkout = get(proxy.local_addr, "shop.test", "/checkout/pay").await;
+    assert_eq!(checkout.echoed_header("x-level").as_deref(), Some("route"), "the route overrides the site");
+    assert_eq!(checkout.echoed_header("x-env").as_deref(), Some("prod"));
+    assert_eq!(checkout.echoed_header("x-forwarded-for"), None, "switched off for this route");
+    assert_eq!(checkout.echoed_header("x-forwarded-proto").as_deref(), Some("http"), "the rest stays on");
+    assert_eq!(checkout.backend, None, "the route removes x-backend from responses");
+    assert_eq!(
+        checkout.headers.get("x-served-by").and_then(|v| v.to_str().ok()),
+        Some("shop"),
+        "site response keys stay"
+    );
+
+    let raw = get(proxy.local_addr, "shop.test", "/raw").await;
+    assert_eq!(raw.echoed_header("x-level"), None, "false switches the policy off");
+    assert_eq!(raw.echoed_header("x-forwarded-for"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_response_edits_and_the_security_preset() {
+    let o = origin("app").await;
+    let policy = r#"[server.header_policy]
+security_headers = true
+request = { add = { x-tag = ["one", "two"] }, remove = ["x-debug"], rename = { x-old = "x-new" } }
+response = { rename = { x-backend = "x-upstream-name" }, add = { cache-control = "no-store" } }"#;
+    let proxy = proxy(must_build(&site_config(o.addr, policy, "", ""))).await;
+    let r = send(proxy.local_addr, "GET", "shop.test", "/", &[("x-debug", "1"), ("x-old", "v")]).await;
+    assert_eq!(r.echoed_header("x-debug"), None);
+    assert_eq!(r.echoed_header("x-old"), None);
+    assert_eq!(r.echoed_header("x-new").as_deref(), Some("v"));
+    // The echo lists each header line received; both added values arrive.
+    assert!(r.body.contains(r#""x-tag": "one""#) && r.body.contains(r#""x-tag": "two""#), "{}", r.body);
+    let header = |n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(header("x-upstream-name").as_deref(), Some("app"));
+    assert_eq!(header("x-backend"), None);
+    assert_eq!(header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+    assert!(header("x-frame-options").is_some() && header("referrer-policy").is_some());
+    assert_eq!(header("strict-transport-security"), None, "HSTS only over HTTPS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_and_hop_by_hop_headers_stay_safe() {
+    let o = origin("app").await;
+    for (bad, key) in [
+        ("request = { set = { content-length = \"0\" } }", "content-length"),
+        ("response = { set = { transfer-encoding = \"chunked\" } }", "transfer-encoding"),
+        ("request = { remove = [\"host\"] }", "host"),
+        ("request = { rename = { connection = \"x-c\" } }", "connection"),
+    ] {
+        let policy = format!("[server.header_policy]\n{bad}");
+        let err = build(&site_config(o.addr, &policy, "", "")).err().unwrap_or_else(|| panic!("accepted: {bad}"));
+        let text = err.to_string();
+        assert!(text.contains("headers") && text.contains(key), "{bad}: {text}");
+    }
+
+    // Headers the client names in Connection are hop-by-hop: they never reach the upstream.
+    let proxy = proxy(must_build(&site_config(o.addr, "", "", ""))).await;
+    let r = send(proxy.local_addr, "GET", "shop.test", "/", &[("connection", "x-hop"), ("x-hop", "secret")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed_header("x-hop"), None, "{}", r.body);
+}

@@ -1,0 +1,175 @@
+//! A/B splits over real sockets: weights over many clients, sticky cookies, the override, a
+//! tampered cookie, tag switches flipped by a reload, and variants by upstream.
+
+mod common;
+
+use common::*;
+use switchyard::demo::EchoOrigin;
+
+const N: usize = 10_000;
+
+/// Backends `a1`, `a2` (tag a) and `b1`, `b2` (tag b) in one upstream, and a route using `split`
+/// (a TOML inline table).
+async fn tagged(split: &str) -> (String, Vec<EchoOrigin>) {
+    let mut origins = Vec::new();
+    for name in ["a1", "a2", "b1", "b2"] {
+        origins.push(origin(name).await);
+    }
+    let config = format!(
+        r#"
+[server]
+header_policy = false
+
+[[upstream]]
+name = "app"
+backends = [
+  {{ address = "{}", tags = ["a"] }},
+  {{ address = "{}", tags = ["a"] }},
+  {{ address = "{}", tags = ["b"] }},
+  {{ address = "{}", tags = ["b"] }},
+]
+
+[[site]]
+hosts = ["*"]
+[[site.route]]
+name = "app"
+upstream = "app"
+split = {split}
+"#,
+        origins[0].addr, origins[1].addr, origins[2].addr, origins[3].addr
+    );
+    (config, origins)
+}
+
+fn variant_of(backend: &str) -> &str {
+    &backend[..1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ninety_ten_over_ten_thousand_clients() {
+    let (config, _origins) = tagged(r#"{ variants = [{ tag = "a", weight = 90 }, { tag = "b", weight = 10 }] }"#).await;
+    let proxy = proxy(must_build(&config)).await;
+    // No cookie: every request is a new client.
+    let counts = tally(proxy.local_addr, "x", "/", N, 8, |_| Vec::new()).await;
+    let b: usize = counts.iter().filter(|(k, _)| variant_of(k) == "b").map(|(_, v)| v).sum();
+    let share = b as f64 / N as f64;
+    assert!((share - 0.10).abs() <= 0.02, "variant b got {:.2}% ({counts:?})", share * 100.0);
+    // Within a variant the balancer still spreads over the tagged backends.
+    assert!(counts.get("b1").copied().unwrap_or(0) > 0 && counts.get("b2").copied().unwrap_or(0) > 0);
+}
+
+/// Sends requests without a cookie until one lands in variant `want`; returns its cookie.
+async fn client_in(addr: std::net::SocketAddr, want: &str) -> String {
+    for _ in 0..500 {
+        let r = get(addr, "x", "/").await;
+        let backend = r.backend.clone().unwrap_or_default();
+        if variant_of(&backend) == want {
+            return set_cookie(&r).unwrap_or_else(|| panic!("no Set-Cookie on an assignment: {:?}", r.headers));
+        }
+    }
+    panic!("no client landed in {want}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_cookie_keeps_its_variant_and_a_tampered_one_is_ignored() {
+    let (config, _origins) = tagged(
+        r#"{ variants = [{ tag = "a", weight = 90 }, { tag = "b", weight = 10 }], response_header = "x-variant" }"#,
+    )
+    .await;
+    let proxy = proxy(must_build(&config)).await;
+    let cookie = client_in(proxy.local_addr, "b").await;
+    assert!(cookie.starts_with("switchyard_split=b."), "{cookie}");
+    for i in 0..100 {
+        let r = send(proxy.local_addr, "GET", "x", "/", &[("cookie", &cookie)]).await;
+        assert_eq!(variant_of(&r.backend.clone().unwrap_or_default()), "b", "request {i} left the variant");
+        assert_eq!(set_cookie(&r), None, "a valid cookie is not reissued");
+        assert_eq!(r.headers.get("x-variant").and_then(|v| v.to_str().ok()), Some("b"));
+    }
+
+    // The same signature on another variant, a changed signature, garbage: all ignored, and the
+    // client is assigned afresh (a new cookie), mostly to a.
+    let mac = cookie.split_once('.').map(|(_, m)| m.to_string()).unwrap_or_default();
+    let flipped_mac: String = mac.chars().rev().collect();
+    for tampered in [
+        format!("switchyard_split=a.{mac}"),
+        format!("switchyard_split=b.{flipped_mac}"),
+        "switchyard_split=b".to_string(),
+        "switchyard_split=%%%".to_string(),
+    ] {
+        let mut variants = std::collections::HashMap::new();
+        for _ in 0..40 {
+            let r = send(proxy.local_addr, "GET", "x", "/", &[("cookie", &tampered)]).await;
+            let fresh = set_cookie(&r).unwrap_or_else(|| panic!("{tampered}: not reassigned"));
+            assert_ne!(fresh, tampered);
+            *variants.entry(variant_of(&r.backend.unwrap_or_default()).to_string()).or_insert(0) += 1;
+        }
+        assert!(variants.get("a").copied().unwrap_or(0) > 20, "{tampered}: {variants:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_override_forces_a_variant_even_at_weight_zero() {
+    let (config, _origins) = tagged(r#"{ variants = [{ tag = "a", weight = 100 }, { tag = "b", weight = 0 }] }"#).await;
+    let proxy = proxy(must_build(&config)).await;
+    let counts = tally(proxy.local_addr, "x", "/", 200, 4, |_| Vec::new()).await;
+    assert!(counts.keys().all(|k| variant_of(k) == "a"), "100/0 sends everything to a: {counts:?}");
+    let forced =
+        tally(proxy.local_addr, "x", "/", 200, 4, |_| vec![("x-switchyard-variant".to_string(), "b".to_string())])
+            .await;
+    assert!(forced.keys().all(|k| variant_of(k) == "b"), "the override header forces b: {forced:?}");
+    let by_cookie = send(proxy.local_addr, "GET", "x", "/", &[("cookie", "switchyard_variant=b")]).await;
+    assert_eq!(variant_of(&by_cookie.backend.unwrap_or_default()), "b", "the override cookie forces b");
+    let unknown = send(proxy.local_addr, "GET", "x", "/", &[("x-switchyard-variant", "zzz")]).await;
+    assert_eq!(variant_of(&unknown.backend.unwrap_or_default()), "a", "an unknown variant is not forced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipping_a_tag_switch_moves_everyone_including_sticky_clients() {
+    let (config, _origins) = tagged(r#"{ variants = [{ tag = "a", weight = 100 }, { tag = "b", weight = 0 }] }"#).await;
+    let proxy = proxy(must_build(&config)).await;
+    let cookie = client_in(proxy.local_addr, "a").await;
+    proxy.swap(must_build(
+        &config.replace("weight = 100 }, { tag = \"b\", weight = 0", "weight = 0 }, { tag = \"b\", weight = 100"),
+    ));
+    let counts = tally(proxy.local_addr, "x", "/", 300, 4, |_| Vec::new()).await;
+    assert!(counts.keys().all(|k| variant_of(k) == "b"), "after the flip: {counts:?}");
+    let sticky = send(proxy.local_addr, "GET", "x", "/", &[("cookie", &cookie)]).await;
+    assert_eq!(variant_of(&sticky.backend.clone().unwrap_or_default()), "b", "the a cookie is reassigned");
+    assert!(set_cookie(&sticky).is_some_and(|c| c.starts_with("switchyard_split=b.")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_stickiness_and_variants_by_upstream() {
+    let (stable, canary) = (origin("stable").await, origin("canary").await);
+    let config = format!(
+        r#"
+[server]
+header_policy = false
+
+[[upstream]]
+name = "stable"
+backends = [{{ address = "{}" }}]
+
+[[upstream]]
+name = "canary"
+backends = [{{ address = "{}" }}]
+
+[[site]]
+hosts = ["*"]
+[[site.route]]
+upstream = "stable"
+split = {{ sticky = "header", sticky_header = "x-user", variants = [{{ upstream = "stable", weight = 80 }}, {{ upstream = "canary", weight = 20 }}] }}
+"#,
+        stable.addr, canary.addr
+    );
+    let proxy = proxy(must_build(&config)).await;
+    let counts = tally(proxy.local_addr, "x", "/", 2000, 8, |i| vec![("x-user".to_string(), format!("u{i}"))]).await;
+    let canary_share = counts.get("canary").copied().unwrap_or(0) as f64 / 2000.0;
+    assert!((canary_share - 0.2).abs() < 0.04, "canary got {:.1}%", canary_share * 100.0);
+    for user in ["u1", "u2", "u3", "u4", "u5"] {
+        let first = send(proxy.local_addr, "GET", "x", "/", &[("x-user", user)]).await.backend;
+        for _ in 0..10 {
+            assert_eq!(send(proxy.local_addr, "GET", "x", "/", &[("x-user", user)]).await.backend, first, "{user}");
+        }
+    }
+}
