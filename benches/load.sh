@@ -118,7 +118,7 @@ start_proxy() {
     switchyard)
       SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$sy_port ;;
-    switchyard-chain)
+    switchyard-chain|switchyard-chain-returning)
       SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-chain.toml" >"$work/switchyard-chain.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$chain_port ;;
     bare-pingora)
@@ -154,10 +154,20 @@ hz=$(getconf CLK_TCK)
 results=()
 measure() { # name port pids...
   local name=$1 port=$2; shift 2
-  taskset -c 1 wrk -t1 -c"$connections" -d"${warmup}s" "http://127.0.0.1:$port/" >/dev/null
+  local client=()
+  if [ "$name" = switchyard-chain-returning ]; then
+    # A returning client: it sends back the sticky cookie its first response set, so the split
+    # verifies it instead of drawing a variant and signing a new cookie on every request.
+    local cookie
+    cookie=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$port/" | tr -d '\r' \
+      | awk -F': ' 'tolower($1)=="set-cookie" { split($2, kv, ";"); print kv[1]; exit }')
+    [ -n "$cookie" ] || { echo "load.sh: the chain set no sticky cookie" >&2; exit 1; }
+    client=(-H "Cookie: $cookie")
+  fi
+  taskset -c 1 wrk -t1 -c"$connections" -d"${warmup}s" "${client[@]}" "http://127.0.0.1:$port/" >/dev/null
   local before after out
   before=$(cpu_ticks "$@")
-  out=$(taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$port/")
+  out=$(taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "${client[@]}" "http://127.0.0.1:$port/")
   after=$(cpu_ticks "$@")
   local requests rps p50 p99 errors
   requests=$(awk '/requests in/{print $1}' <<<"$out")
@@ -169,7 +179,7 @@ measure() { # name port pids...
   us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
   results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
 }
-read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-chain nginx}"
+read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-chain switchyard-chain-returning nginx}"
 count=${#names[@]}
 for round in $(seq 1 "$rounds"); do
   for i in $(seq 0 $((count - 1))); do
@@ -183,10 +193,10 @@ done
 
 echo
 echo "Loopback load: $rounds rounds of ${duration}s per proxy, $connections connections, 1 proxy thread on CPU 0, wrk + origin on CPU 1"
-printf '%-17s %12s %14s %10s %10s %10s  %s\n' proxy "requests/s" "CPU µs/req" p50 p99 requests errors
+printf '%-27s %12s %14s %10s %10s %10s  %s\n' proxy "requests/s" "CPU µs/req" p50 p99 requests errors
 for row in "${results[@]}"; do
   IFS='|' read -r name rps us p50 p99 n err <<<"$row"
-  printf '%-17s %12s %14s %10s %10s %10s  %s\n' "$name" "$rps" "$us" "$p50" "$p99" "$n" "$err"
+  printf '%-27s %12s %14s %10s %10s %10s  %s\n' "$name" "$rps" "$us" "$p50" "$p99" "$n" "$err"
 done
 python3 - "${results[@]}" <<'PY'
 import statistics, sys
@@ -196,9 +206,9 @@ for r in sys.argv[1:]:
     rows.setdefault(f[0], []).append((float(f[1]), float(f[2])))
 med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
 print("\nmedians over rounds:")
-for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-chain', 'nginx') if n in med]:
-    print(f"  {name:<17} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
+for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx') if n in med]:
+    print(f"  {name:<27} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
 base = med.get('bare-pingora')
-for name in [n for n in ('switchyard', 'switchyard-chain', 'nginx') if n in med and base]:
+for name in [n for n in ('switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx') if n in med and base]:
     print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}")
 PY

@@ -1,13 +1,16 @@
 //! One call per plugin role through the real runtime (pooled instance, epoch deadline, memory
 //! cap): the built-in router over a 50-route table, the built-in round-robin balancer over 10
-//! backends, and the chaos fixture's request filter, response filter and split.
+//! backends, and the chaos fixture's request filter, response filter and split (`plugin_call`);
+//! then each traffic-policy built-in as the default chain runs it (`builtin`): the header policy's
+//! request side, the A/B split for a new and a returning client and its response side, and every
+//! balancer over 10 backends.
 //!
 //! `cargo bench --bench plugin_calls`; figures are per call, with a request of 10 headers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use pingora::http::{RequestHeader, ResponseHeader};
 use serde_json::json;
 use switchyard::plugin::{
@@ -113,9 +116,99 @@ fn bench_roles(c: &mut Criterion) {
     group.finish();
 }
 
+/// A built-in with its starting configuration and `extra` keys merged over it.
+fn builtin(engine: &Arc<PluginEngine>, name: &str, extra: serde_json::Value) -> WasmPlugin {
+    let b = builtin_plugin(name).unwrap_or_else(|| panic!("no built-in {name}"));
+    let mut config: serde_json::Value = serde_json::from_str(b.config).unwrap_or_else(|e| panic!("{e}"));
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        config.extend(extra.clone());
+    }
+    load(engine, b.bytes, settings(name, config))
+}
+
+fn bench_builtins(c: &mut Criterion) {
+    let engine = PluginEngine::new().unwrap_or_else(|e| panic!("engine: {e:#}"));
+    let headers = builtin(&engine, "headers", json!({}));
+    let split =
+        builtin(&engine, "split", json!({"variants": [{"tag": "a", "weight": 90}, {"tag": "b", "weight": 10}]}));
+
+    // A returning client's cookie: what the split's response side hands a new client.
+    let mut first = request();
+    let mut response = ResponseHeader::build(200, None).unwrap_or_else(|e| panic!("{e}"));
+    split.choose(&mut first, "u7").unwrap_or_else(|e| panic!("{e}"));
+    split.on_response(&mut first, &mut response).unwrap_or_else(|e| panic!("{e}"));
+    let set_cookie = response.headers.get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_string();
+    assert!(cookie.starts_with("switchyard_split"), "the split set no sticky cookie: {set_cookie:?}");
+    let returning = || {
+        let mut view = request();
+        let _ = view.head.append_header("cookie", cookie.as_str());
+        view
+    };
+
+    let mut group = c.benchmark_group("builtin");
+    group.bench_function(BenchmarkId::new("headers", "request, defaults"), |b| {
+        b.iter_batched(request, |mut view| headers.on_request(&mut view), BatchSize::SmallInput)
+    });
+    group.bench_function(BenchmarkId::new("split", "choose, new client"), |b| {
+        b.iter_batched(request, |mut view| split.choose(&mut view, "u7"), BatchSize::SmallInput)
+    });
+    group.bench_function(BenchmarkId::new("split", "choose, returning client"), |b| {
+        b.iter_batched(returning, |mut view| split.choose(&mut view, "u7"), BatchSize::SmallInput)
+    });
+    group.bench_function(BenchmarkId::new("split", "response, new client"), |b| {
+        b.iter_batched(
+            || {
+                let mut view = request();
+                let _ = split.choose(&mut view, "u7");
+                (view, ResponseHeader::build(200, None).unwrap_or_else(|e| panic!("{e}")))
+            },
+            |(mut view, mut response)| split.on_response(&mut view, &mut response),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function(BenchmarkId::new("split", "response, returning client"), |b| {
+        b.iter_batched(
+            || {
+                let mut view = returning();
+                let _ = split.choose(&mut view, "u7");
+                (view, ResponseHeader::build(200, None).unwrap_or_else(|e| panic!("{e}")))
+            },
+            |(mut view, mut response)| split.on_response(&mut view, &mut response),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let candidates: Vec<Candidate> = (0..10)
+        .map(|i| Candidate {
+            key: i * 0x9E37_79B9,
+            weight: 1 + (i as u32 % 3),
+            in_flight: i as u32 % 4,
+            latency_us: 500,
+            failures: 0,
+            tags: Vec::new().into(),
+        })
+        .collect();
+    let mut view = request();
+    for (name, extra) in [
+        ("round-robin", json!({})),
+        ("weighted", json!({})),
+        ("least-connections", json!({})),
+        ("random", json!({})),
+        ("p2c", json!({})),
+        ("hash", json!({"key": "header:user-agent"})),
+    ] {
+        let balancer = builtin(&engine, name, extra);
+        group.bench_function(BenchmarkId::new("balancer", format!("{name}, 10 backends")), |b| {
+            b.iter(|| balancer.pick(&mut view, "u7", &candidates))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_roles
+    targets = bench_roles, bench_builtins
 }
 criterion_main!(benches);

@@ -19,8 +19,8 @@ use crate::config::model::{
 };
 use crate::config::{Collector, ConfigFile, Diagnostics, SourceFile, resolve_address};
 use crate::plugin::{
-    BalancerRole, LoadedPlugin, PluginEngine, PluginSettings, RequestFilterRole, ResponseFilterRole, Role, RouterRole,
-    SplitRole, WasmPlugin, builtin_plugin, sha256_hex,
+    BalancerRole, Builtin, LoadedPlugin, PluginEngine, PluginSettings, RequestFilterRole, ResponseFilterRole, Role,
+    RouterRole, SplitRole, WasmPlugin, builtin_plugin, sha256_hex,
 };
 use crate::upstream::{Backend, Upstream};
 
@@ -149,7 +149,7 @@ impl<'a> PluginCatalog<'a> {
             };
             return Some(PluginSource {
                 bytes: builtin.bytes.into(),
-                config: serde_json::from_str(builtin.config).unwrap_or_else(|_| json!({})),
+                config: starting_config(builtin_config(builtin), None),
                 section: None,
                 span,
             });
@@ -168,8 +168,7 @@ impl<'a> PluginCatalog<'a> {
             (None, Some(b)) => {
                 // Validation reported unknown built-ins.
                 let builtin = builtin_plugin(b.get_ref())?;
-                let base = serde_json::from_str(builtin.config).unwrap_or_else(|_| json!({}));
-                (builtin.bytes.into(), base, b.span())
+                (builtin.bytes.into(), builtin_config(builtin), b.span())
             }
             (None, None) => return None,
         };
@@ -180,11 +179,30 @@ impl<'a> PluginCatalog<'a> {
                 return None;
             }
         }
-        let mut config = base;
-        if let Some(serde_json::Value::Object(own)) = &section.config {
-            merge_json(&mut config, own);
+        Some(PluginSource { bytes, config: starting_config(base, Some(section)), section: Some(section), span })
+    }
+
+    /// The built-in whose code plugin `name` runs: the built-in of that name, or the `builtin` of
+    /// a `[[plugin]]` table of that name. `None` for a component file or an unknown name.
+    fn builtin_code(&self, name: &str) -> Option<&'static Builtin> {
+        match self.declared.get(name).map(|s| s.get_ref()) {
+            None => builtin_plugin(name),
+            Some(section) if section.path.is_none() => {
+                section.builtin.as_ref().and_then(|b| builtin_plugin(b.get_ref()))
+            }
+            Some(_) => None,
         }
-        Some(PluginSource { bytes, config, section: Some(section), span })
+    }
+
+    /// The configuration a split reference is loaded with, when it runs the built-in split's
+    /// code (whose format the host knows); `None` for any other split. Reports nothing: loading
+    /// the plugin reports its problems.
+    fn builtin_split_config(&self, reference: &PluginRef) -> Option<serde_json::Value> {
+        let name = reference.plugin_name(DEFAULT_SPLIT);
+        // The default split is the built-in one.
+        let builtin = self.builtin_code(name).filter(|b| b.name == DEFAULT_SPLIT)?;
+        let section = self.declared.get(name).map(|s| s.get_ref());
+        Some(referenced_config(starting_config(builtin_config(builtin), section), reference))
     }
 
     /// Compiles and configures `source` as `instance_name` with `config`.
@@ -250,26 +268,27 @@ impl<'a> PluginCatalog<'a> {
     }
 
     /// The plugin a [`PluginRef`] names, configured as it says: with its own configuration, or
-    /// with an inline table merged over it (loaded as `<plugin>@<place>`, once per distinct
-    /// configuration).
+    /// with an inline table merged over it, once per distinct configuration. An inline instance
+    /// is named `<plugin>@<place>` (`hash@upstream:pool`), or plain `<plugin>` without a place
+    /// (the server-level header policy).
     fn get_ref(
         &mut self,
         reference: &PluginRef,
         default: &str,
-        place: &str,
+        place: Option<&str>,
         span: Range<usize>,
         c: &mut Collector<'_>,
     ) -> Option<(String, &PluginEntry)> {
         let name = reference.plugin_name(default).to_string();
         match reference {
             PluginRef::Named(_) => self.get(&name, span, c).map(|e| (name, e)),
-            PluginRef::Inline { config: extra, .. } => {
+            PluginRef::Inline { .. } => {
                 let source = self.source(&name, span, c)?;
-                let mut config = source.config.clone();
-                merge_json(&mut config, extra);
+                let config = referenced_config(source.config.clone(), reference);
                 let key = (name.clone(), config.to_string());
                 if !self.configured.contains_key(&key) {
-                    let entry = self.load(&format!("{name}@{place}"), &source, &config, c);
+                    let instance_name = place.map_or_else(|| name.clone(), |place| format!("{name}@{place}"));
+                    let entry = self.load(&instance_name, &source, &config, c);
                     self.configured.insert(key.clone(), entry);
                 }
                 let entry = self.configured.get(&key).and_then(Option::as_ref)?;
@@ -296,6 +315,56 @@ impl<'a> PluginCatalog<'a> {
             self.loaded.into_values().chain(self.configured.into_values()).flatten().map(|e| e.plugin).collect();
         plugins.sort_by(|a, b| a.name().cmp(b.name()));
         plugins
+    }
+}
+
+/// The configuration a built-in starts from (`{}` if its own does not parse, which the tests of
+/// the built-ins rule out).
+fn builtin_config(builtin: &Builtin) -> serde_json::Value {
+    serde_json::from_str(builtin.config).unwrap_or_else(|_| json!({}))
+}
+
+/// A plugin's starting configuration: `base` (a built-in's own, or `{}` for a component file)
+/// with the `config` of its `[[plugin]]` table, if any, merged over it.
+fn starting_config(mut base: serde_json::Value, section: Option<&PluginSection>) -> serde_json::Value {
+    if let Some(serde_json::Value::Object(own)) = section.and_then(|s| s.config.as_ref()) {
+        merge_json(&mut base, own);
+    }
+    base
+}
+
+/// The configuration `reference` loads a plugin with: its starting configuration, with an inline
+/// table's keys merged over it.
+fn referenced_config(mut config: serde_json::Value, reference: &PluginRef) -> serde_json::Value {
+    if let PluginRef::Inline { config: extra, .. } = reference {
+        merge_json(&mut config, extra);
+    }
+    config
+}
+
+/// Reports, at `span`, every upstream the variants of a built-in split's configuration name that
+/// the configuration does not define: the split would send those requests nowhere (a 502 on
+/// each). Variants without a usable `upstream` are left to the split's own configuration errors.
+fn check_split_upstreams(
+    split_config: &serde_json::Value,
+    config: &ConfigFile,
+    span: Range<usize>,
+    c: &mut Collector<'_>,
+) {
+    let Some(variants) = split_config.get("variants").and_then(serde_json::Value::as_array) else { return };
+    let defined: Vec<&str> = config.upstreams.iter().map(|u| u.get_ref().name.get_ref().as_str()).collect();
+    for (index, variant) in variants.iter().enumerate() {
+        let Some(upstream) = variant.get("upstream").and_then(serde_json::Value::as_str) else { continue };
+        if upstream.is_empty() || defined.contains(&upstream) || config.unreadable_names.contains(upstream) {
+            continue;
+        }
+        c.error(
+            span.clone(),
+            format!(
+                "split variants[{index}]: unknown upstream `{upstream}` (defined upstreams: {})",
+                defined.join(", ")
+            ),
+        );
     }
 }
 
@@ -394,19 +463,27 @@ fn route_name(site: &str, index: usize, route: &crate::config::model::RouteSecti
 /// The header policy of one level, with the span of its table (for errors).
 type PolicyLevel<'c> = Option<&'c Spanned<HeaderPolicy>>;
 
+/// A header policy level's place in instance names: `None` for the server level (the instance is
+/// plain `headers`), `site:NAME` or `route:NAME` below it.
+type PolicyPlace = Option<String>;
+
+/// The header policy in force at a place: its merged configuration, the place of the level that
+/// last contributed (which names the instance), and the span of that level's table.
+type EffectivePolicy = (serde_json::Value, PolicyPlace, Range<usize>);
+
 /// The effective header policy of a place: the levels from the most general to the most specific,
 /// each merged over the previous; `false` switches it off until a more specific table. `None` when
-/// off. The name says which level last contributed.
-fn effective_policy(levels: &[(PolicyLevel<'_>, String)]) -> Option<(serde_json::Value, String, Range<usize>)> {
-    let mut state = Some((json!({}), HEADER_POLICY_PLUGIN.to_string(), 0..0));
-    for (level, name) in levels {
+/// off.
+fn effective_policy(levels: &[(PolicyLevel<'_>, PolicyPlace)]) -> Option<EffectivePolicy> {
+    let mut state = Some((json!({}), None, 0..0));
+    for (level, place) in levels {
         match level.map(|l| (l.get_ref(), l.span())) {
             None => {}
             Some((HeaderPolicy::Off, _)) => state = None,
             Some((HeaderPolicy::Keys(keys), span)) => {
                 let mut config = state.map_or_else(|| json!({}), |(config, _, _)| config);
                 merge_json(&mut config, keys);
-                state = Some((config, name.clone(), span));
+                state = Some((config, place.clone(), span));
             }
         }
     }
@@ -420,13 +497,14 @@ type PolicyLinks = (Option<Link<dyn RequestFilterRole>>, Option<Link<dyn Respons
 /// is left out when the built-in has nothing to do on responses (saves a call per response).
 fn policy_links(
     catalog: &mut PluginCatalog<'_>,
-    policy: Option<(serde_json::Value, String, Range<usize>)>,
+    policy: Option<EffectivePolicy>,
     c: &mut Collector<'_>,
 ) -> PolicyLinks {
     let Some((config, place, span)) = policy else { return (None, None) };
     let serde_json::Value::Object(keys) = &config else { return (None, None) };
     let reference = PluginRef::Inline { plugin: None, config: keys.clone() };
-    let Some((name, entry)) = catalog.get_ref(&reference, HEADER_POLICY_PLUGIN, &place, span.clone(), c) else {
+    let Some((name, entry)) = catalog.get_ref(&reference, HEADER_POLICY_PLUGIN, place.as_deref(), span.clone(), c)
+    else {
         return (None, None);
     };
     let response_work = !entry.builtin
@@ -519,7 +597,8 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
             None => (&default_ref, u.name.span()),
         };
         let place = format!("upstream:{name}");
-        let Some((plugin_name, entry)) = catalog.get_ref(reference, DEFAULT_BALANCER, &place, span.clone(), &mut c)
+        let Some((plugin_name, entry)) =
+            catalog.get_ref(reference, DEFAULT_BALANCER, Some(&place), span.clone(), &mut c)
         else {
             continue;
         };
@@ -542,7 +621,7 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
 
     let server_policy: PolicyLevel<'_> = config.server.header_policy.as_ref();
     let (fallback_request, fallback_policy_response) =
-        policy_links(&mut catalog, effective_policy(&[(server_policy, HEADER_POLICY_PLUGIN.to_string())]), &mut c);
+        policy_links(&mut catalog, effective_policy(&[(server_policy, None)]), &mut c);
     let mut fallback_response = global_response.clone();
     fallback_response.extend(fallback_policy_response.clone());
     let fallback_route = RouteSettings {
@@ -557,23 +636,23 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         let name = site_name(site);
         let site_request = request_chain(&mut catalog, &site.request_filters, &mut c);
         let site_response = response_chain(&mut catalog, &site.response_filters, &mut c);
-        let site_level = (site.header_policy.as_ref(), format!("{HEADER_POLICY_PLUGIN}@site:{name}"));
+        let site_level = (site.header_policy.as_ref(), Some(format!("site:{name}")));
         for (i, r) in site.routes.iter().enumerate() {
             let r = r.get_ref();
             let route = route_name(&name, i, r);
-            let levels = [
-                (server_policy, HEADER_POLICY_PLUGIN.to_string()),
-                site_level.clone(),
-                (r.header_policy.as_ref(), format!("{HEADER_POLICY_PLUGIN}@route:{route}")),
-            ];
+            let levels =
+                [(server_policy, None), site_level.clone(), (r.header_policy.as_ref(), Some(format!("route:{route}")))];
             let (policy_request, policy_response) = policy_links(&mut catalog, effective_policy(&levels), &mut c);
 
             let mut split = None;
             let mut split_response = None;
             if let Some(s) = &r.split {
+                if let Some(split_config) = catalog.builtin_split_config(s.get_ref()) {
+                    check_split_upstreams(&split_config, config, s.span(), &mut c);
+                }
                 let place = format!("route:{route}");
                 if let Some((plugin_name, entry)) =
-                    catalog.get_ref(s.get_ref(), DEFAULT_SPLIT, &place, s.span(), &mut c)
+                    catalog.get_ref(s.get_ref(), DEFAULT_SPLIT, Some(&place), s.span(), &mut c)
                 {
                     let plugin_name = plugin_name.clone();
                     if entry.enabled.contains(&Role::ResponseFilter) {

@@ -184,6 +184,12 @@ async fn a_bad_balancer_table_is_refused_with_its_place() {
     assert!(err.contains("hash@upstream:pool"), "{err}");
     assert!(err.contains("shoe-size"), "{err}");
 
+    // A table without `plugin` is round-robin, which has no `key`: the error says what to add.
+    let config = pool_config(r#"{ key = "header:x-user" }"#, &[backend("127.0.0.1:9")]);
+    let err = build(&config).err().unwrap_or_else(|| panic!("a key on round-robin was accepted")).to_string();
+    assert!(err.contains("test.toml:7:") && err.contains("round-robin@upstream:pool"), "{err}");
+    assert!(err.contains(r#"`key` is a key of the hash balancer, not of "round-robin": add plugin = "hash""#), "{err}");
+
     let config = pool_config(r#"{ plugin = "no-such-balancer" }"#, &[backend("127.0.0.1:9")]);
     let err = build(&config).err().unwrap_or_else(|| panic!("an unknown balancer was accepted")).to_string();
     assert!(err.contains("unknown balancer `no-such-balancer`"), "{err}");

@@ -51,7 +51,8 @@ async fn the_access_policy_refuses_and_allows_by_cidr_and_headers() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.echoed_header("x-api-key"), None, "stripped before the upstream");
     assert_eq!(ok.echoed_header("x-access-policy").as_deref(), Some("allowed"));
-    // The global filter ran first, then the site's guard, then the default header policy.
+    // The global filter ran first (before routing), then the default header policy's request
+    // side, then the site's guard: the policy runs before a site's or route's own filters.
     assert_eq!(ok.echoed_header("x-order").as_deref(), Some("tag-first"));
     assert_eq!(ok.echoed_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
 

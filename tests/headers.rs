@@ -167,3 +167,41 @@ async fn framing_and_hop_by_hop_headers_stay_safe() {
     assert_eq!(r.status, 200);
     assert_eq!(r.echoed_header("x-hop"), None, "{}", r.body);
 }
+
+#[test]
+fn policy_instances_are_named_after_the_level_that_configures_them() {
+    let route = r#"
+[[site.route]]
+name = "checkout"
+path_prefix = "/checkout"
+upstream = "app"
+header_policy = { request = { set = { x-level = "route" } } }
+"#;
+    let server = "[server.header_policy]\nrequest = { set = { x-level = \"server\" } }";
+    let site = "[site.header_policy]\nrequest = { set = { x-level = \"site\" } }";
+    let origin = closed_port();
+    let names = |config: &str| -> Vec<String> {
+        let generation = must_build(config);
+        let mut names: Vec<_> =
+            generation.plugins.iter().map(|p| p.name().to_string()).filter(|n| n.starts_with("headers")).collect();
+        names.sort();
+        names
+    };
+    // `headers` is the server level's, which the fallback route (and any route no site or route
+    // policy touches) uses.
+    let all = ["headers", "headers@route:checkout", "headers@site:shop"];
+    assert_eq!(names(&site_config(origin, server, site, route)), all);
+    assert_eq!(names(&site_config(origin, server, "", "")), ["headers"]);
+
+    // Errors name the instance the same way.
+    for (server, site, route, expected) in [
+        ("[server.header_policy]\nbogus = 1", "", "", "plugin `headers`:"),
+        ("", "[site.header_policy]\nbogus = 1", "", "plugin `headers@site:shop`:"),
+        ("", "", &route.replace("x-level = \"route\"", "x-level = 1"), "plugin `headers@route:checkout`:"),
+    ] {
+        let err = build(&site_config(origin, server, site, route)).err().unwrap_or_else(|| panic!("accepted"));
+        let text = err.to_string();
+        assert!(text.contains(expected), "{text}");
+        assert!(!text.contains("headers@headers"), "{text}");
+    }
+}

@@ -45,6 +45,12 @@ fn variant_of(backend: &str) -> &str {
     &backend[..1]
 }
 
+/// The name of a `name=value` cookie pair. The sticky cookie's default name is
+/// `switchyard_split_` and a hash of the variants, so tests read it from the answers.
+fn cookie_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(name, _)| name)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ninety_ten_over_ten_thousand_clients() {
     let (config, _origins) = tagged(r#"{ variants = [{ tag = "a", weight = 90 }, { tag = "b", weight = 10 }] }"#).await;
@@ -78,7 +84,8 @@ async fn a_sticky_cookie_keeps_its_variant_and_a_tampered_one_is_ignored() {
     .await;
     let proxy = proxy(must_build(&config)).await;
     let cookie = client_in(proxy.local_addr, "b").await;
-    assert!(cookie.starts_with("switchyard_split=b."), "{cookie}");
+    let name = cookie_name(&cookie);
+    assert!(name.starts_with("switchyard_split_") && cookie.starts_with(&format!("{name}=b.")), "{cookie}");
     for i in 0..100 {
         let r = send(proxy.local_addr, "GET", "x", "/", &[("cookie", &cookie)]).await;
         assert_eq!(variant_of(&r.backend.clone().unwrap_or_default()), "b", "request {i} left the variant");
@@ -90,12 +97,9 @@ async fn a_sticky_cookie_keeps_its_variant_and_a_tampered_one_is_ignored() {
     // client is assigned afresh (a new cookie), mostly to a.
     let mac = cookie.split_once('.').map(|(_, m)| m.to_string()).unwrap_or_default();
     let flipped_mac: String = mac.chars().rev().collect();
-    for tampered in [
-        format!("switchyard_split=a.{mac}"),
-        format!("switchyard_split=b.{flipped_mac}"),
-        "switchyard_split=b".to_string(),
-        "switchyard_split=%%%".to_string(),
-    ] {
+    for tampered in
+        [format!("{name}=a.{mac}"), format!("{name}=b.{flipped_mac}"), format!("{name}=b"), format!("{name}=%%%")]
+    {
         let mut variants = std::collections::HashMap::new();
         for _ in 0..40 {
             let r = send(proxy.local_addr, "GET", "x", "/", &[("cookie", &tampered)]).await;
@@ -135,7 +139,9 @@ async fn flipping_a_tag_switch_moves_everyone_including_sticky_clients() {
     assert!(counts.keys().all(|k| variant_of(k) == "b"), "after the flip: {counts:?}");
     let sticky = send(proxy.local_addr, "GET", "x", "/", &[("cookie", &cookie)]).await;
     assert_eq!(variant_of(&sticky.backend.clone().unwrap_or_default()), "b", "the a cookie is reassigned");
-    assert!(set_cookie(&sticky).is_some_and(|c| c.starts_with("switchyard_split=b.")));
+    // The weights changed, the variants did not: the same cookie, now naming b.
+    let reissued = set_cookie(&sticky).unwrap_or_default();
+    assert!(reissued.starts_with(&format!("{}=b.", cookie_name(&cookie))), "{reissued} after {cookie}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,5 +177,87 @@ split = {{ sticky = "header", sticky_header = "x-user", variants = [{{ upstream 
         for _ in 0..10 {
             assert_eq!(send(proxy.local_addr, "GET", "x", "/", &[("x-user", user)]).await.backend, first, "{user}");
         }
+    }
+}
+
+#[test]
+fn a_built_in_split_naming_unknown_upstreams_is_refused_at_load() {
+    let config = |split: &str, plugins: &str| {
+        format!(
+            r#"
+[[upstream]]
+name = "stable"
+backends = [{{ address = "127.0.0.1:9" }}]
+
+[[site]]
+hosts = ["*"]
+[[site.route]]
+upstream = "stable"
+split = {split}
+{plugins}
+"#
+        )
+    };
+    let split = r#"{ variants = [{ upstream = "stable", weight = 80 }, { upstream = "v2", weight = 10 }, { name = "c", upstream = "v3" }] }"#;
+    let err = build(&config(split, "")).err().unwrap_or_else(|| panic!("unknown upstreams were accepted")).to_string();
+    // Both unknown upstreams, each at the split (line 10, after `split = `).
+    assert!(err.contains("test.toml:10:9: split variants[1]: unknown upstream `v2`"), "{err}");
+    assert!(err.contains("test.toml:10:9: split variants[2]: unknown upstream `v3`"), "{err}");
+    assert!(!err.contains("`stable`"), "{err}");
+
+    // The built-in's code under another name is checked the same way.
+    let declared = "[[plugin]]\nname = \"ab\"\nbuiltin = \"split\"\nconfig = { variants = [{ upstream = \"v4\" }] }";
+    let err = build(&config("\"ab\"", declared)).err().unwrap_or_else(|| panic!("accepted v4")).to_string();
+    assert!(err.contains("test.toml:10:9: split variants[0]: unknown upstream `v4`"), "{err}");
+
+    // A component replacing the built-in has its own format: the host cannot check it.
+    let chaos = format!("[[plugin]]\nname = \"split\"\npath = {:?}", fixture("chaos").display().to_string());
+    let replaced = build(&config(split, &chaos));
+    assert!(replaced.as_ref().err().is_none_or(|e| !e.to_string().contains("unknown upstream")), "{replaced:?}");
+}
+
+#[test]
+fn the_built_in_split_by_name_alone_says_to_list_the_variants() {
+    let config = r#"
+[[upstream]]
+name = "app"
+backends = [{ address = "127.0.0.1:9" }]
+
+[[site]]
+hosts = ["*"]
+[[site.route]]
+upstream = "app"
+split = "split"
+"#;
+    let err = build(config).err().unwrap_or_else(|| panic!("a split without variants was accepted")).to_string();
+    assert!(err.contains("test.toml:10:9: plugin `split`"), "{err}");
+    assert!(err.contains("`variants` is missing") && err.contains("split = { variants = [{ tag = "), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splits_with_other_variants_on_two_routes_keep_separate_cookies() {
+    let (config, _origins) = tagged(r#"{ variants = [{ tag = "a" }, { tag = "b" }] }"#).await;
+    // A second route splitting the same backends under other variant names.
+    let config = config.replace(
+        "[[site.route]]\nname = \"app\"",
+        "[[site.route]]\nname = \"search\"\npath_prefix = \"/search\"\nupstream = \"app\"\n\
+         split = { variants = [{ name = \"old\", tag = \"a\" }, { name = \"new\", tag = \"b\" }] }\n\n\
+         [[site.route]]\nname = \"app\"",
+    );
+    let proxy = proxy(must_build(&config)).await;
+    let app_cookie = client_in(proxy.local_addr, "b").await;
+    let search = get(proxy.local_addr, "x", "/search").await;
+    let search_cookie = set_cookie(&search).unwrap_or_else(|| panic!("no cookie from /search"));
+    let search_variant = variant_of(&search.backend.unwrap_or_default()).to_string();
+    // Were the names equal, the browser would keep only the last cookie and each route would
+    // reassign the client on every visit after the other.
+    assert_ne!(cookie_name(&app_cookie), cookie_name(&search_cookie));
+    let both = format!("{app_cookie}; {search_cookie}");
+    for _ in 0..20 {
+        let app = send(proxy.local_addr, "GET", "x", "/", &[("cookie", &both)]).await;
+        assert_eq!((variant_of(&app.backend.clone().unwrap_or_default()), set_cookie(&app)), ("b", None));
+        let search = send(proxy.local_addr, "GET", "x", "/search", &[("cookie", &both)]).await;
+        let kept = variant_of(&search.backend.clone().unwrap_or_default()).to_string();
+        assert_eq!((kept, set_cookie(&search)), (search_variant.clone(), None));
     }
 }

@@ -31,9 +31,10 @@ pub trait RequestHead {
     fn server_port(&self) -> u16;
     /// Replaces every value of header `name`; errors on invalid or protected headers.
     fn set_header(&self, name: &str, value: &str) -> Result<(), String>;
-    /// Adds one more value of header `name`; errors on invalid or protected headers.
+    /// Adds one more value of header `name`; errors on invalid or protected headers, and on
+    /// `host` (a request carries exactly one; replace it with [`Self::set_header`]).
     fn append_header(&self, name: &str, value: &str) -> Result<(), String>;
-    /// Removes every value of header `name`; errors on protected headers.
+    /// Removes every value of header `name`; errors on protected headers and on `host`.
     fn remove_header(&self, name: &str) -> Result<(), String>;
     /// Replaces the path and query (must start with `/`).
     fn set_path_and_query(&self, path_and_query: &str) -> Result<(), String>;

@@ -1,8 +1,9 @@
 //! A native stand-in for the proxy, so plugin logic is unit-tested with plain `cargo test`.
 //!
 //! [`TestRequest`] and [`TestResponse`] implement the head traits with the same rules the proxy
-//! applies (case-insensitive names, protected framing headers); [`TestHost`] serves the
-//! [`crate::host`] functions for the current thread and records what the plugin did.
+//! applies (case-insensitive names, protected framing headers, exactly one request `Host`);
+//! [`TestHost`] serves the [`crate::host`] functions for the current thread and records what the
+//! plugin did.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -89,14 +90,52 @@ pub const KV_MAX_KEY_BYTES: usize = 256;
 /// The longest value the key-value store accepts, in bytes.
 pub const KV_MAX_VALUE_BYTES: usize = 4096;
 
-fn check_header_change(name: &str, value: Option<&str>, is_request: bool) -> Result<String, String> {
+/// What a plugin asks to do to a header, for [`refused_header_change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderChange {
+    /// Replace every value (`set-header`).
+    Set,
+    /// Add one more value (`append-header`).
+    Append,
+    /// Remove every value (`remove-header`).
+    Remove,
+}
+
+/// Why the proxy refuses `change` to the header `lower_name` (lowercase) of a request
+/// (`is_request`) or a response, or `None` when it allows it. The proxy calls this same function,
+/// so native tests refuse exactly what the proxy refuses.
+///
+/// Framing and hop-by-hop headers ([`PROTECTED_HEADERS`]) never change. A request's `host` may be
+/// replaced (rewriting the Host the upstream sees is legitimate) but not removed, and never given
+/// a second value: a request with two Host headers is malformed (RFC 9112 §3.2), and a front end
+/// and a back end that each pick a different one is the classic request-smuggling setup.
+pub fn refused_header_change(lower_name: &str, change: HeaderChange, is_request: bool) -> Option<String> {
+    if PROTECTED_HEADERS.contains(&lower_name) {
+        return Some(format!("header {lower_name} is protected"));
+    }
+    if is_request && lower_name == "host" && change != HeaderChange::Set {
+        return Some(
+            "header host is protected: it can only be replaced with set-header, never removed or given a \
+             second value"
+                .to_string(),
+        );
+    }
+    None
+}
+
+fn check_header_change(
+    name: &str,
+    value: Option<&str>,
+    change: HeaderChange,
+    is_request: bool,
+) -> Result<String, String> {
     let lower = name.to_ascii_lowercase();
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     if lower.is_empty() || !lower.bytes().all(token) {
         return Err(format!("invalid header name {name:?}"));
     }
-    if PROTECTED_HEADERS.contains(&lower.as_str()) || (is_request && lower == "host" && value.is_none()) {
-        return Err(format!("header {lower} is protected"));
+    if let Some(refusal) = refused_header_change(&lower, change, is_request) {
+        return Err(refusal);
     }
     if let Some(v) = value
         && v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
@@ -244,17 +283,17 @@ impl RequestHead for TestRequest {
         self.0.borrow().server_port
     }
     fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
-        let name = check_header_change(name, Some(value), true)?;
+        let name = check_header_change(name, Some(value), HeaderChange::Set, true)?;
         self.0.borrow_mut().headers.set(name, value);
         Ok(())
     }
     fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
-        let name = check_header_change(name, Some(value), true)?;
+        let name = check_header_change(name, Some(value), HeaderChange::Append, true)?;
         self.0.borrow_mut().headers.0.push((name, value.to_string()));
         Ok(())
     }
     fn remove_header(&self, name: &str) -> Result<(), String> {
-        let name = check_header_change(name, None, true)?;
+        let name = check_header_change(name, None, HeaderChange::Remove, true)?;
         self.0.borrow_mut().headers.remove(&name);
         Ok(())
     }
@@ -311,17 +350,17 @@ impl ResponseHead for TestResponse {
         self.0.borrow().1.all(name)
     }
     fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
-        let name = check_header_change(name, Some(value), false)?;
+        let name = check_header_change(name, Some(value), HeaderChange::Set, false)?;
         self.0.borrow_mut().1.set(name, value);
         Ok(())
     }
     fn append_header(&self, name: &str, value: &str) -> Result<(), String> {
-        let name = check_header_change(name, Some(value), false)?;
+        let name = check_header_change(name, Some(value), HeaderChange::Append, false)?;
         self.0.borrow_mut().1.0.push((name, value.to_string()));
         Ok(())
     }
     fn remove_header(&self, name: &str) -> Result<(), String> {
-        let name = check_header_change(name, None, false)?;
+        let name = check_header_change(name, None, HeaderChange::Remove, false)?;
         self.0.borrow_mut().1.remove(&name);
         Ok(())
     }
@@ -348,6 +387,19 @@ mod tests {
         assert!(req.set_header("x-ok", "bad\r\nvalue").is_err());
         assert!(req.set_header("x-ok", "fine").is_ok());
         assert_eq!(req.header("X-OK").as_deref(), Some("fine"));
+    }
+
+    #[test]
+    fn a_request_host_can_be_replaced_but_not_removed_or_doubled() {
+        let req = TestRequest::get("/").with_host("a.example");
+        assert!(req.append_header("Host", "b.example").is_err(), "a second Host value is refused");
+        assert!(req.remove_header("host").is_err());
+        assert_eq!(req.header_all("host"), ["a.example"]);
+        assert!(req.set_header("HOST", "internal.example").is_ok());
+        assert_eq!(req.header_all("host"), ["internal.example"]);
+        // A response has no Host to protect.
+        let resp = TestResponse::new(200);
+        assert!(resp.append_header("host", "x").is_ok() && resp.remove_header("host").is_ok());
     }
 
     #[test]

@@ -3,16 +3,16 @@
 //!
 //! Heads are moved with `std::mem::swap`, never copied: a plugin call costs what the plugin
 //! reads, not the size of the request. Every change goes through the same checks, so no plugin
-//! can alter framing or hop-by-hop headers.
+//! can alter framing or hop-by-hop headers, or give a request a second Host.
 
 use std::net::IpAddr;
 
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-
-/// Headers a plugin may not set, append or remove: framing and hop-by-hop headers. The SDK's
-/// test kit enforces the same list, from the same constant.
-pub use switchyard_sdk::testkit::PROTECTED_HEADERS;
+// The rule for every header change (framing and hop-by-hop headers never change, a request keeps
+// exactly one Host) lives in the SDK's test kit, so plugin unit tests refuse exactly what the
+// proxy refuses.
+use switchyard_sdk::testkit::{HeaderChange, refused_header_change};
 
 /// A request head and what plugins may know about the request it belongs to.
 #[derive(Debug)]
@@ -65,12 +65,13 @@ fn lossy(value: &HeaderValue) -> String {
 pub fn checked_header(
     name: &str,
     value: Option<&str>,
+    change: HeaderChange,
     is_request: bool,
 ) -> Result<(HeaderName, Option<HeaderValue>), String> {
     let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
     let lower = header_name.as_str();
-    if PROTECTED_HEADERS.contains(&lower) || (is_request && lower == "host" && value.is_none()) {
-        return Err(format!("header {lower} is protected"));
+    if let Some(refusal) = refused_header_change(lower, change, is_request) {
+        return Err(refusal);
     }
     let header_value = match value {
         Some(v) => Some(HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {lower}"))?),
@@ -134,21 +135,21 @@ impl RequestView {
 
     /// Replaces a header's values.
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        let (name, value) = checked_header(name, Some(value), true)?;
+        let (name, value) = checked_header(name, Some(value), HeaderChange::Set, true)?;
         let value = value.ok_or("missing value")?;
         self.head.insert_header(name, value).map_err(|e| e.to_string())
     }
 
     /// Adds a header value.
     pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        let (name, value) = checked_header(name, Some(value), true)?;
+        let (name, value) = checked_header(name, Some(value), HeaderChange::Append, true)?;
         let value = value.ok_or("missing value")?;
         self.head.append_header(name, value).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Removes a header.
     pub fn remove_header(&mut self, name: &str) -> Result<(), String> {
-        let (name, _) = checked_header(name, None, true)?;
+        let (name, _) = checked_header(name, None, HeaderChange::Remove, true)?;
         self.head.remove_header(&name);
         Ok(())
     }
@@ -195,19 +196,19 @@ pub mod response {
 
     /// Replaces a header's values.
     pub fn set_header(head: &mut ResponseHeader, name: &str, value: &str) -> Result<(), String> {
-        let (name, value) = checked_header(name, Some(value), false)?;
+        let (name, value) = checked_header(name, Some(value), HeaderChange::Set, false)?;
         head.insert_header(name, value.ok_or("missing value")?).map_err(|e| e.to_string())
     }
 
     /// Adds a header value.
     pub fn append_header(head: &mut ResponseHeader, name: &str, value: &str) -> Result<(), String> {
-        let (name, value) = checked_header(name, Some(value), false)?;
+        let (name, value) = checked_header(name, Some(value), HeaderChange::Append, false)?;
         head.append_header(name, value.ok_or("missing value")?).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Removes a header.
     pub fn remove_header(head: &mut ResponseHeader, name: &str) -> Result<(), String> {
-        let (name, _) = checked_header(name, None, false)?;
+        let (name, _) = checked_header(name, None, HeaderChange::Remove, false)?;
         head.remove_header(&name);
         Ok(())
     }
@@ -221,9 +222,10 @@ pub mod response {
     }
 }
 
-/// Validates a header of a reply a plugin composed (same rules as `set-header` on a response).
+/// Validates a header of a reply a plugin composed (same rules as `append-header` on a response:
+/// the reply's headers are added one by one).
 pub fn checked_response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = checked_header(name, Some(value), false)?;
+    let (name, value) = checked_header(name, Some(value), HeaderChange::Append, false)?;
     Ok((name, value.ok_or("missing value")?))
 }
 
@@ -262,6 +264,20 @@ mod tests {
         assert!(v.set_header("x-a", "b\nc").is_err());
         assert!(v.set_header("bad name", "x").is_err());
         assert_eq!(v.header("content-length").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn the_host_header_can_be_replaced_but_never_doubled_or_removed() {
+        let mut v = view("/", &[("Host", "a.example")]);
+        // Two Host headers let the proxy and the upstream disagree on the target: smuggling.
+        assert!(v.append_header("host", "b.example").is_err());
+        assert!(v.append_header("Host", "a.example").is_err());
+        assert!(v.remove_header("HOST").is_err());
+        assert_eq!(v.header_all("host"), ["a.example"]);
+        // Rewriting the Host the upstream sees is legitimate.
+        assert!(v.set_header("host", "internal.example").is_ok());
+        assert_eq!(v.header_all("host"), ["internal.example"]);
+        assert_eq!(v.host(), "internal.example");
     }
 
     #[test]

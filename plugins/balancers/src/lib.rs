@@ -111,7 +111,12 @@ impl Strategy {
             && name != StrategyName::Hash
             && config.key.is_some()
         {
-            problems.push(format!("`key` applies only to the hash strategy, not to {:?}", name.as_str()));
+            // Most often an inline balancer table without `plugin`, which is round-robin: say
+            // how to get the balancer that reads `key`.
+            problems.push(format!(
+                "`key` is a key of the hash balancer, not of {:?}: add plugin = \"hash\" to the balancer table",
+                name.as_str()
+            ));
         }
         if !problems.is_empty() {
             return Err(format!("invalid plugin config: {}", problems.join("; ")));
@@ -233,10 +238,8 @@ mod tests {
     fn rejects_a_key_on_other_strategies() {
         for name in ["round-robin", "weighted", "least-connections", "random", "p2c"] {
             let message = rejection(&format!(r#"{{"strategy": "{name}", "key": "path"}}"#));
-            assert!(
-                message.contains(&format!("`key` applies only to the hash strategy, not to \"{name}\"")),
-                "{message}"
-            );
+            assert!(message.contains(&format!("`key` is a key of the hash balancer, not of \"{name}\"")), "{message}");
+            assert!(message.contains(r#"add plugin = "hash""#), "{message}");
         }
     }
 
@@ -251,7 +254,7 @@ mod tests {
     #[test]
     fn reports_every_problem_at_once() {
         let message = rejection(r#"{"strategy": "random", "key": "cookie:"}"#);
-        assert!(message.contains("needs a cookie name") && message.contains("not to \"random\""), "{message}");
+        assert!(message.contains("needs a cookie name") && message.contains("not of \"random\""), "{message}");
         let message = rejection(r#"{"strategy": "nope", "key": "nope"}"#);
         assert!(message.contains("unknown strategy") && message.contains("unknown `key`"), "{message}");
     }

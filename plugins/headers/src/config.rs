@@ -1,5 +1,6 @@
-//! The plugin's configuration: the JSON the host sends (the global, site and route `headers`
-//! tables deep-merged into one object) and its validation into the [`Policy`] the filters run.
+//! The plugin's configuration: the JSON the host sends (the server, site and route
+//! `header_policy` tables deep-merged into one object) and its validation into the [`Policy`]
+//! the filters run.
 //!
 //! Every check the host would make at run time is made here first, and all problems are reported
 //! together, each prefixed with the key it concerns: a policy that cannot work fails the
@@ -229,7 +230,7 @@ impl EditsConfig {
 
 impl Side {
     /// Whether `host` is off limits to remove, rename and add: the host refuses to remove a
-    /// request's `Host`, and a rename or an add would remove it or send two.
+    /// request's `Host` or to add a second one, and a rename does one or the other.
     fn guards_host(self) -> bool {
         self == Side::Request
     }

@@ -2,8 +2,8 @@
 //! configured header edits on requests, header edits and a security preset on responses.
 //!
 //! One type serves both the request-filter and the response-filter role; the host configures
-//! each with the same JSON, the merge of the global, site and route `headers` tables, so both
-//! validate all of it and a mistake anywhere fails the load. The work is split by concern:
+//! each with the same JSON, the merge of the server, site and route `header_policy` tables, so
+//! both validate all of it and a mistake anywhere fails the load. The work is split by concern:
 //! `config` (format and validation), `forwarded` (who the client is), `edits` (rename,
 //! remove, set, add), `security` (the response preset), over `target` (a head whose refused
 //! changes are logged).

@@ -23,6 +23,13 @@ impl Target {
         }
     }
 
+    /// The tag or upstream name.
+    pub fn value(&self) -> &str {
+        match self {
+            Target::Tag(value) | Target::Upstream(value) => value,
+        }
+    }
+
     /// The answer the split role gives the host.
     pub fn choice(&self) -> SplitChoice {
         match self {
@@ -66,6 +73,11 @@ impl VariantTable {
     /// Whether there are no variants at all.
     pub fn is_empty(&self) -> bool {
         self.variants.is_empty()
+    }
+
+    /// The variants in configured order.
+    pub fn iter(&self) -> impl Iterator<Item = &Variant> {
+        self.variants.iter()
     }
 
     /// The variant called `name`, whatever its weight.

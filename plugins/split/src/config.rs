@@ -9,8 +9,12 @@ use sha2::{Digest, Sha256};
 
 use crate::assign::{Target, Variant, VariantTable};
 use crate::cookie::StickyCookie;
+use crate::stable_hash::stable_hash;
 
-const DEFAULT_COOKIE: &str = "switchyard_split";
+/// The default cookie name is this prefix and 8 hex digits naming the variants.
+const DEFAULT_COOKIE_PREFIX: &str = "switchyard_split_";
+/// Separates the default signing key from any other use of the same inputs.
+const DEFAULT_KEY_CONTEXT: &str = "switchyard split cookie key v1";
 const DEFAULT_COOKIE_MAX_AGE: u64 = 30 * 24 * 60 * 60;
 const DEFAULT_OVERRIDE_HEADER: &str = "x-switchyard-variant";
 const DEFAULT_OVERRIDE_COOKIE: &str = "switchyard_variant";
@@ -19,13 +23,15 @@ const DEFAULT_OVERRIDE_COOKIE: &str = "switchyard_variant";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    variants: Vec<RawVariant>,
+    /// Optional in the format only so that its absence gets an error saying how to write it.
+    #[serde(default)]
+    variants: Option<Vec<RawVariant>>,
     #[serde(default)]
     sticky: Sticky,
     #[serde(default)]
     sticky_header: Option<String>,
-    #[serde(default = "default_cookie")]
-    cookie: String,
+    #[serde(default)]
+    cookie: Option<String>,
     #[serde(default = "default_cookie_max_age")]
     cookie_max_age: u64,
     #[serde(default)]
@@ -67,9 +73,6 @@ enum Sticky {
     None,
 }
 
-fn default_cookie() -> String {
-    DEFAULT_COOKIE.to_string()
-}
 fn default_cookie_max_age() -> u64 {
     DEFAULT_COOKIE_MAX_AGE
 }
@@ -113,22 +116,76 @@ pub struct SplitConfig {
 
 impl SplitConfig {
     /// Parses and checks the JSON configuration `config`.
-    ///
-    /// The whole string also seeds the default cookie secret, so two instances configured with
-    /// the same text accept each other's cookies.
     pub fn parse(config: &str) -> Result<Self, String> {
         let raw: RawConfig = switchyard_sdk::parse_config(config)?;
-        raw.check(config).map_err(|problems| format!("invalid split config: {}", problems.join("; ")))
+        raw.check().map_err(|problems| format!("invalid split config: {}", problems.join("; ")))
     }
+}
+
+/// The variants' identity: each one's name, target kind and target, sorted, every field
+/// length-prefixed (`1:a3:tag1:a1:b3:tag1:b`) so no two different lists give the same text.
+/// Weights are left out on purpose, so a ramp (10% → 20%) keeps the default cookie name and key
+/// and with them every sticky client; the order is left out so reordering the list does too.
+fn variant_identity(variants: &VariantTable) -> String {
+    let mut entries: Vec<[&str; 3]> =
+        variants.iter().map(|v| [v.name.as_str(), v.target.kind(), v.target.value()]).collect();
+    entries.sort_unstable();
+    let mut identity = String::new();
+    for field in entries.iter().flatten() {
+        identity.push_str(&field.len().to_string());
+        identity.push(':');
+        identity.push_str(field);
+    }
+    identity
+}
+
+/// `switchyard_split_` and 8 hex digits of the variants' identity and the explicit `salt`, if
+/// any: splits with the same variants share their cookie (a client keeps its variant across
+/// routes), splits with other variants never overwrite each other's. The salt is in because the
+/// MAC binds it: two splits with different salts would refuse each other's cookie and keep
+/// replacing it. (The secret is not: even a short hash of it in a public name would let anyone
+/// test guesses of a weak secret.)
+fn default_cookie_name(identity: &str, salt: Option<&str>) -> String {
+    let key = match salt {
+        None => identity.to_string(),
+        Some(salt) => format!("{}:{salt}{identity}", salt.len()),
+    };
+    format!("{DEFAULT_COOKIE_PREFIX}{:08x}", stable_hash(DEFAULT_COOKIE_PREFIX, &key) >> 32)
+}
+
+/// The signing key without `cookie_secret`: SHA-256 of the salt and the variants' identity.
+/// Instances and reloads with the same variants agree on it whatever the weights; but it is
+/// derived from the configuration, so whoever knows the variants can forge a cookie.
+fn default_cookie_key(salt: &str, identity: &str) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    for part in [DEFAULT_KEY_CONTEXT, salt, identity] {
+        // Length-prefixed, so no two different inputs run together into the same bytes.
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().to_vec()
 }
 
 impl RawConfig {
     /// Builds the model, or returns every rule the configuration breaks.
-    fn check(self, config_text: &str) -> Result<SplitConfig, Vec<String>> {
+    fn check(self) -> Result<SplitConfig, Vec<String>> {
         let mut problems = Vec::new();
-        let variants = check_variants(self.variants, &mut problems);
+        let variants = match self.variants {
+            Some(raw) => check_variants(raw, &mut problems),
+            None => {
+                problems.push(
+                    "`variants` is missing: the split needs its variants, e.g. split = { variants = [{ tag = \"a\", \
+                     weight = 90 }, { tag = \"b\", weight = 10 }] } on the route (a split given by name alone has \
+                     none)"
+                        .into(),
+                );
+                VariantTable::new(Vec::new())
+            }
+        };
+        let identity = variant_identity(&variants);
+        let cookie = self.cookie.unwrap_or_else(|| default_cookie_name(&identity, self.salt.as_deref()));
 
-        let salt = self.salt.unwrap_or_else(|| self.cookie.clone());
+        let salt = self.salt.unwrap_or_else(|| cookie.clone());
         if self.sticky != Sticky::Header && self.sticky_header.is_some() {
             problems.push("\"sticky_header\" is only used with sticky = \"header\"".into());
         }
@@ -136,9 +193,9 @@ impl RawConfig {
             Sticky::Cookie => {
                 let secret = match &self.cookie_secret {
                     Some(secret) => secret.as_bytes().to_vec(),
-                    None => Sha256::digest(config_text.as_bytes()).to_vec(),
+                    None => default_cookie_key(&salt, &identity),
                 };
-                match StickyCookie::new(self.cookie.clone(), self.cookie_max_age, &secret, &salt) {
+                match StickyCookie::new(cookie.clone(), self.cookie_max_age, &secret, &salt) {
                     Ok(cookie) => Some(Stickiness::Cookie(cookie)),
                     Err(problem) => {
                         problems.push(problem);
@@ -162,12 +219,12 @@ impl RawConfig {
             Sticky::None => Some(Stickiness::None),
         };
 
-        check_cookie_name("cookie", &self.cookie, &mut problems);
+        check_cookie_name("cookie", &cookie, &mut problems);
         if self.cookie_max_age == 0 {
             problems.push("cookie_max_age must be above 0 (a Max-Age of 0 deletes the cookie at once)".into());
         }
         if self.cookie_secret.as_deref() == Some("") {
-            problems.push("cookie_secret must not be empty; leave it out to derive one from the config".into());
+            problems.push("cookie_secret must not be empty; leave it out to derive one from the variants".into());
         }
         let override_header = enabled(self.override_header);
         if let Some(name) = &override_header {
@@ -176,7 +233,7 @@ impl RawConfig {
         let override_cookie = enabled(self.override_cookie);
         if let Some(name) = &override_cookie {
             check_cookie_name("override_cookie", name, &mut problems);
-            if *name == self.cookie && self.sticky == Sticky::Cookie {
+            if *name == cookie && self.sticky == Sticky::Cookie {
                 problems.push(format!("override_cookie and cookie are both {name:?}; they must differ"));
             }
         }
@@ -222,9 +279,7 @@ fn check_variants(raw: Vec<RawVariant>, problems: &mut Vec<String>) -> VariantTa
                 continue;
             }
         };
-        let target_value = match &target {
-            Target::Tag(v) | Target::Upstream(v) => v.clone(),
-        };
+        let target_value = target.value().to_string();
         if target_value.is_empty() {
             problems.push(format!("{at}: the {} must not be empty", target.kind()));
             continue;
@@ -309,14 +364,16 @@ mod tests {
         let v2 = config.variants.by_name("api-v2").map(|v| (&v.target, v.weight));
         assert_eq!(v2, Some((&Target::Upstream("api-v2".into()), 1)));
         assert_eq!(config.variants.total_weight(), 91);
-        assert_eq!(config.salt, "switchyard_split");
+        let cookie_name = default_cookie_name(&variant_identity(&config.variants), None);
+        assert!(cookie_name.starts_with("switchyard_split_") && cookie_name.len() == "switchyard_split_".len() + 8);
+        assert_eq!(config.salt, cookie_name, "the salt defaults to the cookie name");
         assert_eq!(config.override_header.as_deref(), Some("x-switchyard-variant"));
         assert_eq!(config.override_cookie.as_deref(), Some("switchyard_variant"));
         assert_eq!(config.response_header, None);
         match &config.stickiness {
             Stickiness::Cookie(cookie) => {
                 let set_cookie = cookie.set_cookie("a", false);
-                assert!(set_cookie.starts_with("switchyard_split=a."), "{set_cookie}");
+                assert!(set_cookie.starts_with(&format!("{cookie_name}=a.")), "{set_cookie}");
                 assert!(set_cookie.contains("; Max-Age=2592000;"), "{set_cookie}");
             }
             other => panic!("default stickiness is {other:?}"),
@@ -334,7 +391,7 @@ mod tests {
 
     #[test]
     fn rejects_a_missing_or_empty_variant_list() {
-        assert_rejected("{}", &["missing field `variants`"]);
+        assert_rejected("{}", &["`variants` is missing", "split = { variants = [{ tag = \"a\""]);
         assert_rejected(r#"{"variants": []}"#, &["at least one variant is required"]);
     }
 
@@ -395,6 +452,77 @@ mod tests {
             r#"{"variants": [{"tag": "a"}], "cookie": "same", "override_cookie": "same"}"#,
             &["override_cookie and cookie"],
         );
+    }
+
+    /// The cookie a config gives its sticky clients: its name and the value that puts a client
+    /// in `variant`. Equal values mean the same key and salt.
+    fn sticky(config: &str, variant: &str) -> (String, String) {
+        match SplitConfig::parse(config).map(|c| c.stickiness) {
+            Ok(Stickiness::Cookie(cookie)) => (cookie.name().to_string(), cookie.value_for(variant)),
+            other => panic!("{config}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_cookie_name_follows_the_variants_not_their_weights_or_order() {
+        let name = |config: &str| sticky(config, "a").0;
+        let canary = name(r#"{"variants": [{"tag": "a", "weight": 90}, {"tag": "b", "weight": 10}]}"#);
+        assert!(canary.starts_with("switchyard_split_"), "{canary}");
+        let hex = &canary["switchyard_split_".len()..];
+        assert!(hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{canary}");
+        // Same variants elsewhere (another route, a ramp, another order): the same cookie.
+        assert_eq!(name(r#"{"variants": [{"tag": "a", "weight": 80}, {"tag": "b", "weight": 20}]}"#), canary);
+        assert_eq!(name(r#"{"variants": [{"tag": "b", "weight": 1}, {"tag": "a", "weight": 3}]}"#), canary);
+        // Other variants: another cookie, so two splits never overwrite each other's.
+        for other in [
+            r#"{"variants": [{"tag": "a"}, {"tag": "c"}]}"#,
+            r#"{"variants": [{"tag": "a"}, {"name": "b", "upstream": "b"}]}"#,
+            r#"{"variants": [{"tag": "a"}]}"#,
+        ] {
+            assert_ne!(name(other), canary, "{other}");
+        }
+        // Another salt would refuse this split's cookies, so it gets its own.
+        assert_ne!(name(r#"{"variants": [{"tag": "a"}, {"tag": "b"}], "salt": "search"}"#), canary);
+        // An explicit name wins.
+        assert_eq!(name(r#"{"variants": [{"tag": "a"}, {"tag": "b"}], "cookie": "exp"}"#), "exp");
+    }
+
+    #[test]
+    fn without_a_secret_weight_edits_keep_the_key() {
+        // An explicit cookie name, so only the key (and the salt, the cookie name) can differ.
+        let before =
+            sticky(r#"{"variants": [{"tag": "a", "weight": 90}, {"tag": "b", "weight": 10}], "cookie": "exp"}"#, "a");
+        for after in [
+            r#"{"variants": [{"tag": "a", "weight": 80}, {"tag": "b", "weight": 20}], "cookie": "exp"}"#,
+            r#"{"variants": [{"tag": "b", "weight": 50}, {"tag": "a", "weight": 50}], "cookie": "exp"}"#,
+            r#"{"variants": [{"tag": "a"}, {"tag": "b"}], "cookie": "exp", "cookie_max_age": 60, "response_header": "x-v"}"#,
+        ] {
+            assert_eq!(sticky(after, "a"), before, "{after}");
+        }
+    }
+
+    #[test]
+    fn without_a_secret_other_variants_or_salt_change_the_key_and_a_secret_replaces_it() {
+        let base = r#"{"variants": [{"tag": "a"}, {"tag": "b"}], "cookie": "exp"}"#;
+        let value = |config: &str| sticky(config, "a").1;
+        for changed in [
+            // b renamed: the variant a's cookie is not valid any more either.
+            r#"{"variants": [{"tag": "a"}, {"name": "c", "tag": "b"}], "cookie": "exp"}"#,
+            // b sends elsewhere.
+            r#"{"variants": [{"tag": "a"}, {"name": "b", "tag": "b2"}], "cookie": "exp"}"#,
+            r#"{"variants": [{"tag": "a"}, {"name": "b", "upstream": "b"}], "cookie": "exp"}"#,
+            r#"{"variants": [{"tag": "a"}, {"tag": "b"}], "cookie": "exp", "salt": "other"}"#,
+            r#"{"variants": [{"tag": "a"}, {"tag": "b"}], "cookie": "exp", "cookie_secret": "s"}"#,
+        ] {
+            assert_ne!(value(changed), value(base), "{changed}");
+        }
+        // With a secret the variants do not matter: only the secret and the salt sign.
+        let with_secret = |variants: &str, secret: &str| {
+            value(&format!(r#"{{"variants": {variants}, "cookie": "exp", "cookie_secret": "{secret}"}}"#))
+        };
+        let two = r#"[{"tag": "a"}, {"tag": "b"}]"#;
+        assert_eq!(with_secret(two, "s"), with_secret(r#"[{"tag": "a"}, {"tag": "c", "weight": 5}]"#, "s"));
+        assert_ne!(with_secret(two, "s"), with_secret(two, "t"));
     }
 
     #[test]

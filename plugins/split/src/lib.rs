@@ -16,7 +16,7 @@
 //!   ],
 //!   "sticky": "cookie",
 //!   "sticky_header": null,
-//!   "cookie": "switchyard_split",
+//!   "cookie": null,
 //!   "cookie_max_age": 2592000,
 //!   "cookie_secret": null,
 //!   "override_header": "x-switchyard-variant",
@@ -36,18 +36,32 @@
 //!   client IP when it is missing). `"client_ip"`: the stable hash of the client IP. `"none"`: a
 //!   fresh random draw per request.
 //! - `sticky_header`: required with, and only with, `sticky = "header"`.
-//! - `cookie`, `cookie_max_age` (seconds, > 0): the sticky cookie's name and lifetime.
-//! - `cookie_secret`: the HMAC key that signs the sticky cookie. **Set one.** Without it the key
-//!   is the SHA-256 of the whole configuration text: anyone who knows or guesses your config can
-//!   forge a cookie, and every edit of the config (a new weight, a new variant) changes the key,
-//!   so every client is assigned afresh. With a secret, clients keep their variant across edits
-//!   unless their variant's weight drops to 0.
+//! - `cookie`: the sticky cookie's name. Default: `switchyard_split_` and 8 hex digits hashed
+//!   from the variants' names and targets (not their weights, not their order) and the `salt`
+//!   when one is set. So splits with the same variants (on other routes, or after a ramp) share
+//!   one cookie and keep a client in the same variant site-wide, while splits with other
+//!   variants get their own cookie and never overwrite each other's. Adding, removing, renaming
+//!   or re-targeting a variant gives a new default name, so every client is assigned afresh; set
+//!   `cookie` to keep one name across such edits. Splits sharing a cookie must also share their
+//!   `cookie_secret`, or each refuses the other's cookie and replaces it: give splits with
+//!   different secrets their own `cookie`.
+//! - `cookie_max_age` (seconds, > 0): the sticky cookie's lifetime.
+//! - `cookie_secret`: the HMAC key that signs the sticky cookie. Without it the key is derived
+//!   from the salt and the variants' names and targets: instances, reloads and weight edits agree
+//!   on it, so a canary ramp keeps every client in its variant (except the clients of a variant
+//!   whose weight drops to 0, which move). Any other variant edit changes the key. But that key
+//!   comes from the configuration alone: anyone who knows or guesses the variants can compute it
+//!   and forge a cookie for the variant they want. **When clients must not be able to choose
+//!   their variant, set `cookie_secret`** (the same on every instance) **and disable the
+//!   overrides** below. With a secret, only the secret and the salt sign the cookie.
 //! - `override_header`, `override_cookie`: a request carrying one of them with a variant's name is
 //!   put in that variant, whatever its weight, and gets no sticky cookie. Meant for testers and
 //!   QA; `""` disables each. Leave them on only if any client may pick any variant.
 //! - `response_header`: when set, responses carry this header with the variant's name.
 //! - `salt`: mixed into the stable hash and the cookie's MAC, so two splits bucket the same
-//!   client independently (default: the cookie name; give each split its own).
+//!   client independently. Default: the cookie name, so splits sharing a cookie also bucket a
+//!   client alike under `sticky = "header"` or `"client_ip"`; give splits their own salt to make
+//!   them independent.
 //!
 //! # Decision order
 //!
@@ -232,6 +246,11 @@ mod tests {
         set_cookie.split(';').next().unwrap_or_default().to_string()
     }
 
+    /// The name of a `name=value` cookie pair.
+    fn cookie_name(pair: &str) -> &str {
+        pair.split_once('=').map_or(pair, |(name, _)| name)
+    }
+
     fn assert_share(count: usize, total: usize, percent: f64) {
         let share = 100.0 * count as f64 / total as f64;
         assert!((share - percent).abs() <= 2.0, "{count}/{total} = {share:.2}% is not within 2 points of {percent}%");
@@ -357,14 +376,15 @@ mod tests {
         reset_test_host();
         let s = split(r#"{"variants": [{"tag": "a"}, {"tag": "b"}]}"#);
         let cookie = client_in(&s, "a");
+        let name = cookie_name(&cookie);
         let (_, mac) = cookie.rsplit_once('.').unwrap_or_else(|| panic!("no mac in {cookie}"));
         let flipped_mac = format!("{}{}", if mac.starts_with('0') { '1' } else { '0' }, &mac[1..]);
         let tampered = [
-            format!("switchyard_split=b.{mac}"),
-            format!("switchyard_split=a.{flipped_mac}"),
-            "switchyard_split=garbage".to_string(),
-            "switchyard_split=".to_string(),
-            "switchyard_split=c.0123456789abcdef0123456789abcdef".to_string(),
+            format!("{name}=b.{mac}"),
+            format!("{name}=a.{flipped_mac}"),
+            format!("{name}=garbage"),
+            format!("{name}="),
+            format!("{name}=c.0123456789abcdef0123456789abcdef"),
         ];
         for bad in &tampered {
             let req = TestRequest::get("/").with_header("cookie", bad);
@@ -401,21 +421,60 @@ mod tests {
         }
     }
 
+    /// Whether `split` keeps a client sending `cookies` in `expected` without reissuing a cookie.
+    fn keeps(split: &AbSplit, cookies: &str, expected: &str) -> bool {
+        let req = TestRequest::get("/").with_header("cookie", cookies);
+        variant(split, &req) == expected && req.context(SET_COOKIE_CONTEXT_KEY).is_none()
+    }
+
     #[test]
-    fn without_a_secret_the_key_follows_the_config_text() {
+    fn without_a_secret_a_weight_edit_keeps_every_sticky_client() {
         reset_test_host();
-        let text = r#"{"variants": [{"tag": "a"}, {"tag": "b"}]}"#;
+        let text = r#"{"variants": [{"tag": "a", "weight": 90}, {"tag": "b", "weight": 10}]}"#;
         let cookie = client_in(&split(text), "b");
-        // Pooled instances are configured with the same text and accept each other's cookies.
-        let twin = split(text);
+        // Pooled instances and reloads of the same text accept each other's cookies.
+        assert!(keeps(&split(text), &cookie, "b"));
+        // A canary ramp, a reordered list, an unrelated key: the client stays in b.
+        for edited in [
+            r#"{"variants": [{"tag": "a", "weight": 80}, {"tag": "b", "weight": 20}]}"#,
+            r#"{"variants": [{"tag": "b", "weight": 50}, {"tag": "a", "weight": 50}]}"#,
+            r#"{"variants": [{"tag": "a", "weight": 90}, {"tag": "b", "weight": 10}], "response_header": "x-v"}"#,
+        ] {
+            assert!(keeps(&split(edited), &cookie, "b"), "{edited} moved the client");
+        }
+        assert_eq!(reset_test_host().counters.get("cookie_reassigned"), None);
+    }
+
+    #[test]
+    fn without_a_secret_renaming_a_variant_reassigns_the_clients() {
+        reset_test_host();
+        let cookie = client_in(&split(r#"{"variants": [{"tag": "a"}, {"tag": "b"}], "cookie": "exp"}"#), "a");
+        // Same cookie name, but b is now called c: the key changed, so even a's cookie is refused.
+        let renamed = split(r#"{"variants": [{"tag": "a"}, {"name": "c", "tag": "b"}], "cookie": "exp"}"#);
         let req = TestRequest::get("/").with_header("cookie", &cookie);
-        assert_eq!(variant(&twin, &req), "b");
-        assert_eq!(req.context(SET_COOKIE_CONTEXT_KEY), None);
-        // Any edit changes the key.
-        let edited = split(r#"{"variants": [{"tag": "a"}, {"tag": "b", "weight": 2}]}"#);
-        let req = TestRequest::get("/").with_header("cookie", &cookie);
-        edited.choose(&req, "api");
-        assert!(req.context(SET_COOKIE_CONTEXT_KEY).is_some());
+        renamed.choose(&req, "api");
+        assert!(req.context(SET_COOKIE_CONTEXT_KEY).is_some(), "a cookie of the old variants was accepted");
+        assert_eq!(reset_test_host().counters.get("cookie_reassigned"), Some(&1));
+    }
+
+    #[test]
+    fn splits_with_other_variants_keep_their_own_cookies_side_by_side() {
+        reset_test_host();
+        let checkout = split(r#"{"variants": [{"tag": "a"}, {"tag": "b"}]}"#);
+        let search = split(r#"{"variants": [{"tag": "old"}, {"tag": "new"}]}"#);
+        let (checkout_cookie, search_cookie) = (client_in(&checkout, "b"), client_in(&search, "new"));
+        assert_ne!(cookie_name(&checkout_cookie), cookie_name(&search_cookie));
+        // The browser sends both cookies to both routes; neither split disturbs the other's.
+        let both = format!("{checkout_cookie}; {search_cookie}");
+        for _ in 0..20 {
+            assert!(keeps(&checkout, &both, "b"));
+            assert!(keeps(&search, &both, "new"));
+        }
+        // A split with the same variants on another route shares the cookie (and the client's
+        // variant), whatever its weights.
+        let elsewhere = split(r#"{"variants": [{"tag": "a", "weight": 3}, {"tag": "b", "weight": 1}]}"#);
+        assert!(keeps(&elsewhere, &both, "b"));
+        assert_eq!(reset_test_host().counters.get("cookie_reassigned"), None);
     }
 
     #[test]
@@ -428,7 +487,8 @@ mod tests {
         assert_eq!(variant(&after, &req), "a");
         let issued = set_cookies(&after, &req);
         assert_eq!(issued.len(), 1);
-        assert!(issued[0].starts_with("switchyard_split=a."), "{issued:?}");
+        // The same cookie (a weight edit keeps the name), now naming a.
+        assert!(issued[0].starts_with(&format!("{}=a.", cookie_name(&cookie))), "{issued:?}");
     }
 
     #[test]
@@ -518,7 +578,7 @@ mod tests {
         let issued: Vec<_> = resp.headers().into_iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v).collect();
         assert_eq!(issued.len(), 2, "the upstream's own cookie must survive: {issued:?}");
         assert_eq!(issued[0], "session=1");
-        assert!(issued[1].starts_with("switchyard_split=control."), "{issued:?}");
+        assert!(issued[1].starts_with("switchyard_split_") && issued[1].contains("=control."), "{issued:?}");
         assert_eq!(resp.header("x-variant").as_deref(), Some("control"));
 
         let returning = TestRequest::get("/").with_header("cookie", &cookie_pair(&issued[1]));
