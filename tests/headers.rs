@@ -205,3 +205,43 @@ header_policy = { request = { set = { x-level = "route" } } }
         assert!(!text.contains("headers@headers"), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_replies_get_the_response_policy_too() {
+    let o = origin("app").await;
+    let policy = r#"[server.header_policy]
+security_headers = true
+response = { set = { x-served-by = "switchyard" } }"#;
+    let guarded_route = r#"
+[[plugin]]
+name = "guard"
+path = "access-policy.wasm"
+config = { require_headers = { x-api-key = true } }
+
+[[site]]
+name = "admin"
+hosts = ["admin.test"]
+request_filters = ["guard"]
+header_policy = { response = { set = { x-served-by = "admin" } } }
+[[site.route]]
+upstream = "app"
+"#;
+    let proxy = proxy(must_build(&site_config(o.addr, policy, "", guarded_route))).await;
+    let header = |r: &Answer, n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+
+    // No route: the server-level policy answers for the 404.
+    let missing = get(proxy.local_addr, "nowhere.test", "/").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(header(&missing, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(header(&missing, "x-served-by").as_deref(), Some("switchyard"));
+
+    // A site filter's refusal: the route's merged policy, as a proxied response would get.
+    let refused = get(proxy.local_addr, "admin.test", "/").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.backend, None, "a refused request never reaches the upstream");
+    assert_eq!(header(&refused, "x-served-by").as_deref(), Some("admin"));
+    assert_eq!(header(&refused, "x-frame-options").as_deref(), Some("SAMEORIGIN"));
+    let allowed = send(proxy.local_addr, "GET", "admin.test", "/", &[("x-api-key", "k")]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(header(&allowed, "x-served-by").as_deref(), Some("admin"));
+}

@@ -4,7 +4,8 @@
 //! ```text
 //! request_filter:  global request filters → router → site/route request filters → split → rewrite
 //! upstream_peer:   balancer over the upstream's candidates (tag-filtered, untried)
-//! response_filter: route, site, then global response filters
+//! response_filter: route, site, then global response filters (also run on the proxy's own
+//!                  replies: 404s, filter answers)
 //! ```
 //! The request head is moved into a [`RequestView`] for each group of plugin calls and moved back
 //! afterwards, so plugins read and change the live head without copies.
@@ -185,9 +186,8 @@ impl SwitchyardProxy {
     }
 }
 
-/// Sends a reply the proxy makes itself. A request body that was not read would be taken for the
-/// next request on a kept-alive connection, so such connections are closed afterwards.
-async fn send_local_reply(session: &mut Session, reply: LocalResponse) -> Result<()> {
+/// The response head of a reply the proxy makes itself.
+fn local_reply_head(reply: &LocalResponse) -> Result<ResponseHeader> {
     let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
     for (name, value) in &reply.headers {
         match crate::plugin::checked_response_header(name, value) {
@@ -196,12 +196,50 @@ async fn send_local_reply(session: &mut Session, reply: LocalResponse) -> Result
         }
     }
     head.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+    Ok(head)
+}
+
+/// Sends a reply the proxy makes itself. A request body that was not read would be taken for the
+/// next request on a kept-alive connection, so such connections are closed afterwards.
+async fn write_local_reply(session: &mut Session, head: ResponseHeader, body: Vec<u8>) -> Result<()> {
     if !session.is_body_empty() {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(head), false).await?;
-    session.write_response_body(Some(Bytes::from(reply.body)), true).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await?;
     Ok(())
+}
+
+/// Sends an error reply, bypassing the response filters.
+async fn send_local_reply(session: &mut Session, reply: LocalResponse) -> Result<()> {
+    let head = local_reply_head(&reply)?;
+    write_local_reply(session, head, reply.body).await
+}
+
+/// Runs the response chain of the request's route (route, site, global filters and the header
+/// policy), or the fallback chain before a route is known, on `response`. `Err` when a plugin
+/// failed under the `closed` policy.
+fn filter_response(session: &mut Session, ctx: &mut RequestCtx, response: &mut ResponseHeader) -> Result<(), ()> {
+    let generation = ctx.generation.clone();
+    let chain = match ctx.route.as_ref().and_then(|r| generation.routes.get(r)) {
+        Some(settings) => &settings.response_filters,
+        None => &generation.fallback_route.response_filters,
+    };
+    if chain.is_empty() {
+        return Ok(());
+    }
+    swap_head(session, ctx);
+    let mut outcome = Ok(());
+    for link in chain {
+        if let Err(e) = link.role.on_response(&mut ctx.view, response)
+            && on_plugin_failure(&e, 500).is_some()
+        {
+            outcome = Err(());
+            break;
+        }
+    }
+    swap_head(session, ctx);
+    outcome
 }
 
 fn status_error(status: u16, context: &'static str) -> Box<Error> {
@@ -246,7 +284,14 @@ impl ProxyHttp for SwitchyardProxy {
         match verdict {
             Verdict::Proxy => Ok(false),
             Verdict::Reply(reply) => {
-                send_local_reply(session, reply).await?;
+                // The proxy's own answers (404, a filter's reply) get the same response policy as
+                // proxied ones: security headers, response edits.
+                let mut head = local_reply_head(&reply)?;
+                if filter_response(session, ctx, &mut head).is_err() {
+                    // A filter failed on a reply the proxy made: send the reply as it was made.
+                    head = local_reply_head(&reply)?;
+                }
+                write_local_reply(session, head, reply.body).await?;
                 Ok(true)
             }
         }
@@ -327,26 +372,7 @@ impl ProxyHttp for SwitchyardProxy {
         for name in hop::connection_nominated(&upstream_response.headers) {
             upstream_response.remove_header(&name);
         }
-        let generation = ctx.generation.clone();
-        let chain = match ctx.route.as_ref().and_then(|r| generation.routes.get(r)) {
-            Some(settings) => &settings.response_filters,
-            None => &generation.fallback_route.response_filters,
-        };
-        if chain.is_empty() {
-            return Ok(());
-        }
-        swap_head(session, ctx);
-        let mut failed = false;
-        for link in chain {
-            if let Err(e) = link.role.on_response(&mut ctx.view, upstream_response)
-                && on_plugin_failure(&e, 500).is_some()
-            {
-                failed = true;
-                break;
-            }
-        }
-        swap_head(session, ctx);
-        if failed {
+        if filter_response(session, ctx, upstream_response).is_err() {
             return Err(status_error(500, "response filter plugin failed"));
         }
         Ok(())
