@@ -140,6 +140,9 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
             println!("Try:");
             println!("  curl -i http://{listen}/            # round-robin over backend-a and backend-b");
             println!("  curl -i http://{listen}/api/users   # /api goes to backend-b, with the prefix stripped");
+            println!("  curl -i -b /tmp/switchyard-demo.jar -c /tmp/switchyard-demo.jar http://{listen}/ab");
+            println!("                                      # A/B split: x-variant names your variant; repeat it and");
+            println!("                                      # the cookie in the jar keeps you there");
             println!("The demo's configuration:\n{text}");
             proxy::server::run_server(g)
         }

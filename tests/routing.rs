@@ -218,4 +218,17 @@ async fn the_demo_configuration_serves_both_backends() {
     assert_eq!(seen, vec![Some("backend-a".to_string()), Some("backend-b".to_string())]);
     let api = get(proxy.local_addr, "localhost", "/api/users").await;
     assert_eq!((api.backend.as_deref(), api.echoed("path").as_deref()), (Some("backend-b"), Some("/users")));
+    assert_eq!(api.echoed_header("x-forwarded-for").as_deref(), Some("127.0.0.1"), "the default header policy");
+
+    // /ab: a sticky A/B split over the same two backends, naming its variant.
+    let first = get(proxy.local_addr, "localhost", "/ab").await;
+    let variant = first.headers.get("x-variant").and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert!(matches!(variant.as_deref(), Some("a" | "b")), "{:?}", first.headers);
+    assert_eq!(first.backend.as_deref(), variant.as_deref().map(|v| if v == "a" { "backend-a" } else { "backend-b" }));
+    let cookie = first.headers.get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    for _ in 0..10 {
+        let again = send(proxy.local_addr, "GET", "localhost", "/ab", &[("cookie", &cookie)]).await;
+        assert_eq!(again.backend, first.backend, "the sticky cookie keeps the variant");
+    }
 }
