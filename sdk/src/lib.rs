@@ -32,8 +32,10 @@
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod cookies;
 mod head;
 pub mod host;
+pub mod stable_hash;
 pub mod testkit;
 
 pub use bindings::types::{Candidate, FilterAction, Header, LocalResponse, LogLevel, RouteDecision, SplitChoice};

@@ -11,7 +11,7 @@
 use switchyard_sdk::{Candidate, RequestHead};
 
 use crate::request_key::RequestKey;
-use crate::stable_hash::{hash_bytes, mix64};
+use switchyard_sdk::stable_hash::{hash_bytes, mix64};
 
 /// Rendezvous hashing on one part of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]

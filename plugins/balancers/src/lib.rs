@@ -12,7 +12,6 @@ mod random;
 mod request_key;
 mod round_robin;
 mod shared_turn;
-mod stable_hash;
 #[cfg(test)]
 mod test_support;
 mod weighted;

@@ -5,6 +5,7 @@
 //! hashing "nothing" would send every such request to one backend.
 
 use switchyard_sdk::RequestHead;
+use switchyard_sdk::cookies::cookie_values;
 
 /// What the `key` setting names; the default is [`RequestKey::ClientIp`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,9 +61,7 @@ impl RequestKey {
         let named = match self {
             RequestKey::ClientIp => None,
             RequestKey::Header(name) => req.header(name),
-            RequestKey::Cookie(name) => {
-                req.header_all("cookie").iter().find_map(|header| cookie_value(header, name).map(str::to_string))
-            }
+            RequestKey::Cookie(name) => cookie_values(&req.header_all("cookie"), name).next().map(str::to_string),
             RequestKey::Path => Some(req.path().into_owned()),
             RequestKey::Query(name) => req.query().and_then(|query| query_value(&query, name).map(str::to_string)),
         };
@@ -73,18 +72,6 @@ impl RequestKey {
 /// An RFC 9110 token character: what header names and (RFC 6265) cookie names are made of.
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
-/// The value of cookie `name` in one `cookie` header (`a=b; c=d`), without surrounding quotes.
-/// Pairs are split on `;` and at their first `=`, so values may contain `=`; names match exactly.
-fn cookie_value<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    header.split(';').find_map(|pair| {
-        let (pair_name, value) = pair.split_once('=')?;
-        (pair_name.trim() == name).then(|| {
-            let value = value.trim();
-            value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
-        })
-    })
 }
 
 /// The raw value of the first parameter `name` in a query string (`a=1&b=2`); a parameter written

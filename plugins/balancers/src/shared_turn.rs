@@ -4,7 +4,7 @@
 use switchyard_sdk::host;
 use switchyard_sdk::testkit::KV_MAX_KEY_BYTES;
 
-use crate::stable_hash;
+use switchyard_sdk::stable_hash;
 
 /// Advances the counter `counter` of `upstream` and returns this call's turn, reduced modulo
 /// `modulus` (0 when `modulus` is 0). The first call returns 0.

@@ -5,7 +5,7 @@ use switchyard_sdk::Candidate;
 /// A backend with a distinct, well-spread key (as the host's address hash would be).
 pub(crate) fn backend(id: u64, weight: u32, in_flight: u32) -> Candidate {
     Candidate {
-        key: crate::stable_hash::hash_bytes(format!("10.0.0.{id}:8080").as_bytes()),
+        key: switchyard_sdk::stable_hash::hash_bytes(format!("10.0.0.{id}:8080").as_bytes()),
         weight,
         in_flight,
         latency_us: 0,

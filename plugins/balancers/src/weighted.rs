@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use switchyard_sdk::Candidate;
 
 use crate::shared_turn;
-use crate::stable_hash::StableHasher;
+use switchyard_sdk::stable_hash::StableHasher;
 
 /// The name of this strategy's turn counter in the shared store (distinct from round-robin's).
 const COUNTER: &str = "weighted";

@@ -3,7 +3,7 @@
 
 use switchyard_sdk::{SplitChoice, host};
 
-use crate::stable_hash::stable_hash;
+use switchyard_sdk::stable_hash::stable_hash;
 
 /// Where a variant sends its requests.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::assign::{Target, Variant, VariantTable};
 use crate::cookie::StickyCookie;
-use crate::stable_hash::stable_hash;
+use switchyard_sdk::stable_hash::stable_hash;
 
 /// The default cookie name is this prefix and 8 hex digits naming the variants.
 const DEFAULT_COOKIE_PREFIX: &str = "switchyard_split_";

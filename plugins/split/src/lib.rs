@@ -79,7 +79,6 @@
 mod assign;
 mod config;
 mod cookie;
-mod stable_hash;
 
 use switchyard_sdk::{
     LogLevel, RequestHead, ResponseFilter, ResponseHead, SPLIT_VARIANT_CONTEXT_KEY, Split, SplitChoice, export_plugin,
@@ -88,7 +87,7 @@ use switchyard_sdk::{
 
 use crate::assign::Variant;
 use crate::config::{SplitConfig, Stickiness};
-use crate::cookie::cookie_values;
+use switchyard_sdk::cookies::cookie_values;
 
 /// Context key under which `choose` leaves the `Set-Cookie` value for the response filter.
 pub const SET_COOKIE_CONTEXT_KEY: &str = "split.set-cookie";
