@@ -19,5 +19,6 @@ plugins: prerequisites
 ## Criterion bench of one call per plugin role, then the load comparison.
 bench: prerequisites
 	cargo bench --bench plugin_calls
+	cargo bench --bench reload
 load: prerequisites
 	benches/load.sh

@@ -5,9 +5,11 @@
 //! proxy holds the current one behind an `ArcSwap`; building a new one happens off the request
 //! path and either completes or reports every problem.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,8 @@ use serde_json::json;
 use toml::Spanned;
 
 use crate::config::model::{
-    DEFAULT_LISTEN, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS, HeaderPolicy, PluginRef, PluginSection,
+    DEFAULT_GRACE_PERIOD_S, DEFAULT_LISTEN, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS,
+    DEFAULT_UPGRADE_SOCKET, HeaderPolicy, PluginRef, PluginSection,
 };
 use crate::config::{Collector, ConfigFile, Diagnostics, SourceFile, resolve_address};
 use crate::plugin::{
@@ -60,8 +63,70 @@ pub struct Generation {
     pub fallback_route: RouteSettings,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub plugins: Vec<Arc<LoadedPlugin>>,
+    /// Process-level settings: listeners, threads, admin, lifecycle.
+    pub process: ProcessSettings,
+    /// The configuration file and the plugin files it names (what `watch = true` polls).
+    pub watched_files: Vec<PathBuf>,
+    /// Which plugins this generation took over from the previous one and which it loaded.
+    pub report: BuildReport,
+}
+
+/// Settings of the process rather than of requests. Some only take effect at start (see
+/// [`ProcessSettings::restart_needed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSettings {
     pub listen: Vec<SocketAddr>,
     pub threads: Option<usize>,
+    pub admin_listen: Option<SocketAddr>,
+    pub pid_file: Option<PathBuf>,
+    pub upgrade_socket: PathBuf,
+    /// How long a stopping process lets in-flight requests finish.
+    pub grace_period: Duration,
+    /// Reload when a watched file changes.
+    pub watch: bool,
+}
+
+impl ProcessSettings {
+    /// The configuration keys whose value in `next` differs from `self` but which a reload
+    /// cannot apply (the sockets, threads and files are set up at start).
+    pub fn restart_needed(&self, next: &ProcessSettings) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != next.listen {
+            keys.push("server.listen");
+        }
+        if self.threads != next.threads {
+            keys.push("server.threads");
+        }
+        if self.pid_file != next.pid_file {
+            keys.push("server.pid_file");
+        }
+        if self.upgrade_socket != next.upgrade_socket {
+            keys.push("server.upgrade_socket");
+        }
+        if self.admin_listen != next.admin_listen {
+            keys.push("admin.listen");
+        }
+        keys
+    }
+
+    /// `next` with this process's values of the settings only a restart applies, so the
+    /// running generation always describes what is actually running.
+    pub fn carry_restart_only(&self, next: &mut ProcessSettings) {
+        next.listen = self.listen.clone();
+        next.threads = self.threads;
+        next.pid_file = self.pid_file.clone();
+        next.upgrade_socket = self.upgrade_socket.clone();
+        next.admin_listen = self.admin_listen;
+    }
+}
+
+/// How a generation's plugins were obtained.
+#[derive(Debug, Clone, Default)]
+pub struct BuildReport {
+    /// Plugins kept from the previous generation (same bytes, same settings).
+    pub reused: Vec<String>,
+    /// Plugins loaded for this generation, with where their compiled code came from.
+    pub loaded: Vec<(String, crate::plugin::CompileSource)>,
 }
 
 impl std::fmt::Debug for Generation {
@@ -103,6 +168,9 @@ struct PluginCatalog<'a> {
     /// Plugins loaded with an inline configuration, by (plugin, configuration JSON).
     configured: HashMap<(String, String), Option<PluginEntry>>,
     base_dir: std::path::PathBuf,
+    /// The previous generation's plugins by name, reused when bytes and settings are the same.
+    previous: HashMap<&'a str, &'a Arc<LoadedPlugin>>,
+    report: RefCell<BuildReport>,
 }
 
 fn default_settings(name: &str, config_json: String) -> PluginSettings {
@@ -139,6 +207,20 @@ pub fn merge_json(base: &mut serde_json::Value, over: &serde_json::Map<String, s
 }
 
 impl<'a> PluginCatalog<'a> {
+    /// The plugin `settings.name` running `bytes`: the previous generation's if it runs the
+    /// same bytes with the same settings, else loaded now.
+    fn load_plugin(&self, bytes: &[u8], settings: PluginSettings) -> anyhow::Result<Arc<LoadedPlugin>> {
+        if let Some(previous) = self.previous.get(settings.name.as_str())
+            && previous.runs(&sha256_hex(bytes), &settings)
+        {
+            self.report.borrow_mut().reused.push(settings.name.clone());
+            return Ok(Arc::clone(previous));
+        }
+        let plugin = LoadedPlugin::load(self.engine, bytes, settings)?;
+        self.report.borrow_mut().loaded.push((plugin.name().to_string(), plugin.compiled_from()));
+        Ok(plugin)
+    }
+
     /// The bytes and starting configuration of plugin `name`: a `[[plugin]]` table of that name
     /// (which replaces a built-in of the same name), else the built-in.
     fn source(&self, name: &str, span: Range<usize>, c: &mut Collector<'_>) -> Option<PluginSource<'a>> {
@@ -223,7 +305,7 @@ impl<'a> PluginCatalog<'a> {
                 settings.memory_limit_bytes = (*m.get_ref() as usize) << 20;
             }
         }
-        let plugin = match LoadedPlugin::load(self.engine, &source.bytes, settings) {
+        let plugin = match self.load_plugin(&source.bytes, settings) {
             Ok(p) => p,
             Err(e) => {
                 c.error(source.span.clone(), format!("plugin `{instance_name}`: {e:#}"));
@@ -528,7 +610,15 @@ fn policy_links(
 
 /// Builds a generation from a validated configuration: loads and configures every plugin it
 /// references and wires the chains. Returns every problem found, with its place in the file.
-pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine>) -> Result<Generation, Diagnostics> {
+///
+/// Plugins of `previous` that run the same bytes with the same settings are taken over as they
+/// are (compiled code, idle instances, key-value store and counters); others are loaded.
+pub fn build(
+    source: &SourceFile,
+    config: &ConfigFile,
+    engine: &Arc<PluginEngine>,
+    previous: Option<&Generation>,
+) -> Result<Generation, Diagnostics> {
     let mut c = Collector::new(source);
     let mut catalog = PluginCatalog {
         engine,
@@ -536,6 +626,8 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         loaded: HashMap::new(),
         configured: HashMap::new(),
         base_dir: source.base_dir().to_path_buf(),
+        previous: previous.map(|g| g.plugins.iter().map(|p| (p.name(), p)).collect()).unwrap_or_default(),
+        report: RefCell::new(BuildReport::default()),
     };
 
     // Load every declared plugin, used or not, so a broken one is reported.
@@ -558,7 +650,7 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
     let router = match custom_routers.as_slice() {
         [] => {
             let settings = default_settings(DEFAULT_ROUTER, router_config(config).to_string());
-            match builtin_plugin(DEFAULT_ROUTER).map(|b| LoadedPlugin::load(engine, b.bytes, settings)) {
+            match builtin_plugin(DEFAULT_ROUTER).map(|b| catalog.load_plugin(b.bytes, settings)) {
                 Some(Ok(plugin)) => {
                     let role: Arc<dyn RouterRole> = Arc::new(WasmPlugin(plugin.clone()));
                     catalog.loaded.insert(
@@ -613,7 +705,22 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
                 continue;
             };
             let weight = b.weight.as_ref().map_or(1, |w| *w.get_ref());
-            backends.push(Arc::new(Backend::new(b.address.get_ref().clone(), address, weight, b.tags.clone())));
+            // A backend the previous generation had unchanged keeps its live figures (requests
+            // in flight, latency, failures), so load-aware balancers see through a reload.
+            let carried = previous.and_then(|g| g.upstreams.get(name)).and_then(|u| {
+                u.backends
+                    .iter()
+                    .find(|p| {
+                        p.label == *b.address.get_ref()
+                            && p.address == address
+                            && p.weight == weight
+                            && *p.tags == b.tags[..]
+                    })
+                    .cloned()
+            });
+            backends.push(carried.unwrap_or_else(|| {
+                Arc::new(Backend::new(b.address.get_ref().clone(), address, weight, b.tags.clone()))
+            }));
         }
         let balancer: Arc<dyn BalancerRole> = Arc::new(plugin);
         upstreams.insert(name.clone(), Arc::new(Upstream { name: name.clone(), backends, balancer }));
@@ -678,12 +785,15 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         }
     }
 
-    let listen = if config.server.listen.is_empty() {
-        vec![DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)))]
-    } else {
-        config.server.listen.iter().filter_map(|l| l.get_ref().parse().ok()).collect()
-    };
+    let process = process_settings(config, source.base_dir());
+    let mut watched_files = vec![source.path.clone()];
+    for p in &config.plugins {
+        if let Some(path) = &p.get_ref().path {
+            watched_files.push(source.base_dir().join(path.get_ref()));
+        }
+    }
 
+    let report = catalog.report.take();
     let plugins = catalog.into_plugins();
     c.finish()?;
     let Some(router) = router else {
@@ -696,15 +806,50 @@ pub fn build(source: &SourceFile, config: &ConfigFile, engine: &Arc<PluginEngine
         fallback_route,
         upstreams,
         plugins,
-        listen,
-        threads: config.server.threads.as_ref().map(|t| *t.get_ref()),
+        process,
+        watched_files,
+        report,
     })
+}
+
+/// The process-level settings of `config`, with paths relative to `base_dir`.
+fn process_settings(config: &ConfigFile, base_dir: &Path) -> ProcessSettings {
+    let listen = if config.server.listen.is_empty() {
+        vec![DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)))]
+    } else {
+        config.server.listen.iter().filter_map(|l| l.get_ref().parse().ok()).collect()
+    };
+    let server = &config.server;
+    ProcessSettings {
+        listen,
+        threads: server.threads.as_ref().map(|t| *t.get_ref()),
+        admin_listen: config.admin.listen.as_ref().and_then(|a| a.get_ref().parse().ok()),
+        pid_file: server.pid_file.as_ref().map(|p| base_dir.join(p.get_ref())),
+        upgrade_socket: server
+            .upgrade_socket
+            .as_ref()
+            .map_or_else(|| PathBuf::from(DEFAULT_UPGRADE_SOCKET), |p| base_dir.join(p.get_ref())),
+        grace_period: Duration::from_secs(
+            server.grace_period_s.as_ref().map_or(DEFAULT_GRACE_PERIOD_S, |g| *g.get_ref()),
+        ),
+        watch: server.watch,
+    }
 }
 
 /// Reads, checks and builds the configuration at `path`.
 pub fn load(path: &std::path::Path, engine: &Arc<PluginEngine>) -> Result<Generation, Diagnostics> {
+    load_next(path, engine, None)
+}
+
+/// Reads, checks and builds the configuration at `path` as the successor of `previous`, whose
+/// unchanged plugins it takes over.
+pub fn load_next(
+    path: &std::path::Path,
+    engine: &Arc<PluginEngine>,
+    previous: Option<&Generation>,
+) -> Result<Generation, Diagnostics> {
     let (source, config) = crate::config::load_file(path)?;
-    build(&source, &config, engine)
+    build(&source, &config, engine, previous)
 }
 
 /// Checks and builds configuration text (`path` names it in diagnostics and anchors relative
@@ -712,5 +857,5 @@ pub fn load(path: &std::path::Path, engine: &Arc<PluginEngine>) -> Result<Genera
 pub fn load_text(path: &std::path::Path, text: &str, engine: &Arc<PluginEngine>) -> Result<Generation, Diagnostics> {
     let source = SourceFile::new(path, text);
     let config = crate::config::load_source(&source)?;
-    build(&source, &config, engine)
+    build(&source, &config, engine, None)
 }

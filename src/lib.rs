@@ -1,5 +1,6 @@
 //! Switchyard: a reverse proxy on Pingora whose every traffic decision is a WebAssembly plugin.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod generation;

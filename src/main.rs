@@ -1,12 +1,14 @@
-//! The `switchyard` command line: `run`, `check` and `demo`.
+//! The `switchyard` command line: `run`, `check`, `reload` and `demo`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use switchyard::admin::client as control;
 use switchyard::demo::{EchoOrigin, demo_config};
 use switchyard::plugin::PluginEngine;
+use switchyard::proxy::server::RunOptions;
 use switchyard::{generation, proxy};
 
 #[derive(Parser)]
@@ -25,6 +27,17 @@ enum Command {
     /// Run the proxy with a configuration file.
     Run {
         /// The TOML configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Take the listening sockets over from a running Switchyard (then send it SIGQUIT):
+        /// a restart or binary upgrade without refusing a connection.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Tell the running proxy to reload its configuration: through its admin listener
+    /// (`[admin] listen`, with the outcome printed), else SIGHUP to the pid in `[server] pid_file`.
+    Reload {
+        /// The running proxy's configuration file.
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -84,16 +97,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run { config, upgrade } => {
             let engine = engine_or_exit();
             match generation::load(&config, &engine) {
-                Ok(g) => proxy::server::run_server(g),
+                Ok(g) => {
+                    let options = RunOptions { config_path: Some(config), engine, upgrade };
+                    proxy::server::run_server(g, options)
+                }
                 Err(problems) => {
                     eprintln!("{problems}");
                     ExitCode::FAILURE
                 }
             }
         }
+        Command::Reload { config } => reload_command(&config),
         Command::Demo { listen } => run_demo(listen),
     }
 }
@@ -144,10 +161,23 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
             println!("                                      # A/B split: x-variant names your variant; repeat it and");
             println!("                                      # the cookie in the jar keeps you there");
             println!("The demo's configuration:\n{text}");
-            proxy::server::run_server(g)
+            proxy::server::run_server(g, RunOptions { config_path: None, engine, upgrade: false })
         }
         Err(problems) => {
             eprintln!("{problems}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reload_command(config: &std::path::Path) -> ExitCode {
+    match control::reload_running(config) {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
             ExitCode::FAILURE
         }
     }

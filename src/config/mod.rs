@@ -92,6 +92,25 @@ timeout_ms = 0
     }
 
     #[test]
+    fn lifecycle_and_admin_settings_are_checked() {
+        let text = "[server]\nlisten = [\"127.0.0.1:8080\"]\ngrace_period_s = 7200\npid_file = \"\"\nwatch = true\n[admin]\nlisten = \"0.0.0.0:9901\"\n";
+        let found = problems(text);
+        let expected = [
+            "c.toml:3:18: grace_period_s must be at most 3600",
+            "c.toml:4:12: the path must not be empty",
+            "c.toml:7:10: the admin API may only listen on a loopback address",
+        ];
+        for e in expected {
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        let shared = "[server]\nlisten = [\"127.0.0.1:8080\"]\n[admin]\nlisten = \"127.0.0.1:8080\"\nport = 1\n";
+        let found = problems(shared);
+        assert!(found.iter().any(|f| f.contains("cannot share the proxy listener")), "{found:#?}");
+        assert!(found.iter().any(|f| f.starts_with("c.toml:5:1: unknown key `port` in [admin]")), "{found:#?}");
+    }
+
+    #[test]
     fn an_unreadable_upstream_is_not_reported_again_where_it_is_used() {
         let text = "[[upstream]]\nname = \"u\"\nbackends = \"oops\"\n[[site]]\nhosts = [\"*\"]\n[[site.route]]\nupstream = \"u\"\n";
         let found = problems(text);

@@ -25,11 +25,16 @@ pub const HEADER_POLICY_PLUGIN: &str = "headers";
 pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 5;
 /// The default memory cap of one plugin instance.
 pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 32;
+/// How long a stopping or upgraded-away process lets in-flight requests finish, by default.
+pub const DEFAULT_GRACE_PERIOD_S: u64 = 30;
+/// Where a running process hands its listening sockets to its successor, by default.
+pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/switchyard-upgrade.sock";
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigFile {
     pub server: ServerSection,
+    pub admin: AdminSection,
     pub upstreams: Vec<Spanned<UpstreamSection>>,
     pub sites: Vec<Spanned<SiteSection>>,
     pub plugins: Vec<Spanned<PluginSection>>,
@@ -55,6 +60,24 @@ pub struct ServerSection {
     /// The header policy every site starts from (the built-in `headers` plugin's keys), or
     /// `false` for none. Default: the plugin's defaults (`X-Forwarded-*` on).
     pub header_policy: Option<Spanned<HeaderPolicy>>,
+    /// Seconds a stopping process (SIGTERM, or the old one in an upgrade) lets in-flight
+    /// requests and WebSockets finish before closing them. Default 30.
+    pub grace_period_s: Option<Spanned<u64>>,
+    /// Reload when the configuration file or a plugin file it names changes. Default false.
+    #[serde(default)]
+    pub watch: bool,
+    /// A file the process writes its pid to, so `switchyard reload` can signal it.
+    pub pid_file: Option<Spanned<String>>,
+    /// The Unix socket a new process (`run --upgrade`) takes the listening sockets over from.
+    /// Default `/tmp/switchyard-upgrade.sock`.
+    pub upgrade_socket: Option<Spanned<String>>,
+}
+
+/// `[admin]`: the management listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AdminSection {
+    /// Where the management API listens (`ip:port`, loopback only). Default: no listener.
+    pub listen: Option<Spanned<String>>,
 }
 
 /// `[[upstream]]`: a named group of backends and how one is picked.

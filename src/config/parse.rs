@@ -7,7 +7,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diagnostics::{Collector, Diagnostics, SourceFile};
-use super::model::{ConfigFile, PluginSection, RouteSection, ServerSection, SiteSection, UpstreamSection};
+use super::model::{
+    AdminSection, ConfigFile, PluginSection, RouteSection, ServerSection, SiteSection, UpstreamSection,
+};
 
 /// One step of a path into a TOML value.
 enum Step {
@@ -126,6 +128,11 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
                     config.server = server;
                 }
             }
+            "admin" => {
+                if let Some(admin) = read_part::<AdminSection>(value, "[admin]", c) {
+                    config.admin = admin;
+                }
+            }
             "upstream" => {
                 for element in elements(value, "upstream", c) {
                     match read_part::<UpstreamSection>(element, "[[upstream]]", c) {
@@ -149,9 +156,10 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
                     }
                 }
             }
-            other => {
-                c.error(key.span(), format!("unknown section `{other}` (expected server, upstream, site or plugin)"))
-            }
+            other => c.error(
+                key.span(),
+                format!("unknown section `{other}` (expected server, admin, upstream, site or plugin)"),
+            ),
         }
     }
     Ok(config)

@@ -168,6 +168,30 @@ fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
     {
         c.error(threads.span(), "threads must be between 1 and 1024");
     }
+    if let Some(grace) = &config.server.grace_period_s
+        && *grace.get_ref() > 3600
+    {
+        c.error(grace.span(), "grace_period_s must be at most 3600");
+    }
+    for path in [&config.server.pid_file, &config.server.upgrade_socket].into_iter().flatten() {
+        if path.get_ref().is_empty() {
+            c.error(path.span(), "the path must not be empty");
+        }
+    }
+    if let Some(admin) = &config.admin.listen {
+        match admin.get_ref().parse::<SocketAddr>() {
+            Err(_) => c.error(admin.span(), format!("admin listen address `{}` is not ip:port", admin.get_ref())),
+            // Until the API has token authentication, it may only be reached from this machine.
+            Ok(addr) if !addr.ip().is_loopback() => c.error(
+                admin.span(),
+                format!("the admin API may only listen on a loopback address (127.0.0.1 or ::1), not {addr}"),
+            ),
+            Ok(addr) if config.server.listen.iter().any(|l| l.get_ref().parse::<SocketAddr>() == Ok(addr)) => {
+                c.error(admin.span(), format!("the admin API cannot share the proxy listener {addr}"))
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Checks the `[[plugin]]` tables and returns their names.

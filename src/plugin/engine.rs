@@ -1,5 +1,5 @@
-//! The process's one `wasmtime::Engine` (epoch interruption, pooling allocator) with its linker
-//! and the ticker thread that advances the epoch.
+//! The process's one `wasmtime::Engine` (epoch interruption, pooling allocator) with its linker,
+//! its cache of compiled components, and the ticker thread that advances the epoch.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +10,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::HostView;
+use super::compile_cache::CompileCache;
 use super::host_state::HostState;
 
 /// How often the epoch advances; plugin deadlines are counted in these ticks.
@@ -25,6 +26,8 @@ const MAX_LIVE_INSTANCES: u32 = 512;
 pub struct PluginEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
+    /// Compiled components by sha256, in memory and on disk.
+    pub cache: CompileCache,
     ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
@@ -35,8 +38,15 @@ impl std::fmt::Debug for PluginEngine {
 }
 
 impl PluginEngine {
-    /// Builds the engine and starts the epoch ticker.
+    /// Builds the engine with the default compiled-component cache directory (see
+    /// [`CompileCache::default_dir`]) and starts the epoch ticker.
     pub fn new() -> anyhow::Result<Arc<Self>> {
+        Self::with_cache_dir(CompileCache::default_dir())
+    }
+
+    /// Builds the engine, keeping compiled components under `cache_dir` (`None`: in memory
+    /// only), and starts the epoch ticker.
+    pub fn with_cache_dir(cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Arc<Self>> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(MAX_LIVE_INSTANCES)
@@ -65,7 +75,7 @@ impl PluginEngine {
                 ticker_engine.increment_epoch();
             }
         })?;
-        Ok(Arc::new(PluginEngine { engine, linker, ticker: Some((stop, handle)) }))
+        Ok(Arc::new(PluginEngine { engine, linker, cache: CompileCache::new(cache_dir), ticker: Some((stop, handle)) }))
     }
 }
 

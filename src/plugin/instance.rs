@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use pingora::http::ResponseHeader;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{balancer, request_filter, response_filter, router, split};
+use super::compile_cache::CompileSource;
 use super::deadline::{DeadlineExceeded, thread_cpu_time, ticks};
 use super::engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
 use super::error::{FailurePolicy, PluginError, PluginFailure};
@@ -61,7 +62,7 @@ impl std::fmt::Display for Role {
 }
 
 /// How a plugin is run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSettings {
     /// The plugin's name, used in logs, metrics and errors.
     pub name: String,
@@ -111,6 +112,7 @@ pub struct LoadedPlugin {
     roles: Vec<Role>,
     settings: PluginSettings,
     sha256: String,
+    compiled: CompileSource,
     idle: ArrayQueue<PluginInstance>,
     seeds: AtomicU64,
 }
@@ -140,8 +142,11 @@ impl LoadedPlugin {
         if wasmparser_is_core_module(bytes) {
             anyhow::bail!("this is a core wasm module, not a component; convert it with switchyard-componentize");
         }
-        let component =
-            Component::new(&engine.engine, bytes).map_err(|e| anyhow::anyhow!("not a loadable component: {e}"))?;
+        let sha256 = sha256_hex(bytes);
+        let (component, source) = engine
+            .cache
+            .component(&engine.engine, bytes, &sha256)
+            .map_err(|e| anyhow::anyhow!("not a loadable component: {e}"))?;
         let pre = engine
             .linker
             .instantiate_pre(&component)
@@ -176,7 +181,8 @@ impl LoadedPlugin {
             roles,
             idle: ArrayQueue::new(settings.pool_size.max(1)),
             settings,
-            sha256: sha256_hex(bytes),
+            sha256,
+            compiled: source,
             seeds: AtomicU64::new(0x5EED),
         });
         let first = plugin.instantiate()?;
@@ -197,6 +203,17 @@ impl LoadedPlugin {
     /// The sha256 of the component's bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// Where its compiled code came from when it was loaded.
+    pub fn compiled_from(&self) -> CompileSource {
+        self.compiled
+    }
+
+    /// Whether this plugin runs the component `sha256` with `settings` exactly, so a new
+    /// generation can keep it (with its instances and shared state) instead of loading it again.
+    pub fn runs(&self, sha256: &str, settings: &PluginSettings) -> bool {
+        self.sha256 == sha256 && self.settings == *settings
     }
 
     /// The plugin's failure policy.

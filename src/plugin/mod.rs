@@ -3,6 +3,7 @@
 
 mod bindings;
 mod builtin;
+mod compile_cache;
 mod deadline;
 mod engine;
 mod error;
@@ -14,6 +15,7 @@ mod roles;
 mod stats;
 
 pub use builtin::{BUILTIN_COMPONENTS, BUILTIN_PLUGINS, Builtin, builtin_names, builtin_plugin};
+pub use compile_cache::{CACHE_DIR_ENV, CompileCache, CompileSource};
 pub use engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
 pub use error::{FailurePolicy, PluginError, PluginFailure};
 pub use head::{RequestView, checked_response_header};

@@ -12,8 +12,10 @@
 
 mod hop;
 pub mod server;
+pub mod shutdown;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -34,12 +36,40 @@ pub const SPLIT_VARIANT_CONTEXT_KEY: &str = switchyard_sdk::SPLIT_VARIANT_CONTEX
 /// The proxy: the current generation, swapped whole on reload.
 pub struct SwitchyardProxy {
     current: Arc<ArcSwap<Generation>>,
+    requests: Arc<RequestCount>,
 }
 
 impl SwitchyardProxy {
-    /// A proxy serving whatever generation `current` holds at each request's start.
-    pub fn new(current: Arc<ArcSwap<Generation>>) -> Self {
-        SwitchyardProxy { current }
+    /// A proxy serving whatever generation `current` holds at each request's start, counting
+    /// its requests in progress in `requests`.
+    pub fn new(current: Arc<ArcSwap<Generation>>, requests: Arc<RequestCount>) -> Self {
+        SwitchyardProxy { current, requests }
+    }
+}
+
+/// The number of requests in progress (WebSockets and other upgraded connections included
+/// until they close), which a stopping process waits to reach zero.
+#[derive(Debug, Default)]
+pub struct RequestCount(AtomicUsize);
+
+impl RequestCount {
+    /// Requests in progress now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn enter(self: &Arc<Self>) -> RequestGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(self.clone())
+    }
+}
+
+/// Counts one request in progress until dropped with its context.
+struct RequestGuard(Arc<RequestCount>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -56,6 +86,7 @@ pub struct RequestCtx {
     in_flight: Option<InFlight>,
     upstream_started: Option<Instant>,
     started: Instant,
+    _counted: RequestGuard,
 }
 
 impl RequestCtx {
@@ -261,6 +292,7 @@ impl ProxyHttp for SwitchyardProxy {
             in_flight: None,
             upstream_started: None,
             started: Instant::now(),
+            _counted: self.requests.enter(),
         }
     }
 

@@ -1,7 +1,8 @@
-//! Running the proxy: as a Pingora server on the configured listeners (the `run` and `demo`
-//! commands), or on a listener the caller bound (embedding and tests, where binding
-//! `127.0.0.1:0` tells the caller the port).
+//! Running the proxy: as a Pingora server on the configured listeners with reloads, the admin
+//! listener, graceful shutdown and upgrades (the `run` and `demo` commands), or on a listener
+//! the caller bound (embedding and tests, where binding `127.0.0.1:0` tells the caller the port).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,29 +12,101 @@ use std::os::fd::AsRawFd;
 use pingora::protocols::l4::stream::Stream as TcpStreamIo;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora::server::Server;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::SwitchyardProxy;
+use super::shutdown::{self, LateCleanup};
+use super::{RequestCount, SwitchyardProxy};
+use crate::admin::{AdminApi, Metrics, Reloader, signals, watch as file_watch};
 use crate::generation::Generation;
+use crate::plugin::PluginEngine;
 
-/// Runs the proxy with Pingora's server on the generation's listeners, until the process is
-/// told to stop. Does not return.
-pub fn run_server(generation: Generation) -> ! {
-    let threads = generation.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let listen = generation.listen.clone();
+/// How `run` starts the process.
+pub struct RunOptions {
+    /// The configuration file reloads read again; `None` (the demo) for no reloads.
+    pub config_path: Option<PathBuf>,
+    pub engine: Arc<PluginEngine>,
+    /// Take the listening sockets over from the running process (graceful upgrade): that
+    /// process hands them over when it gets SIGQUIT.
+    pub upgrade: bool,
+}
+
+/// How long Pingora itself would wait for requests in progress after a graceful shutdown
+/// begins; [`super::shutdown`] exits much earlier, at the configured grace period.
+const PINGORA_GRACE_BACKSTOP_S: u64 = 3600;
+
+/// Runs the proxy with Pingora's server on the generation's listeners (and the admin listener,
+/// if configured), reloading on SIGHUP, `POST /api/v1/reload` and watched file changes, until
+/// the process is told to stop. Does not return.
+pub fn run_server(generation: Generation, options: RunOptions) -> ! {
+    let process = generation.process.clone();
+    let threads = process.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let requests = Arc::new(RequestCount::default());
     let current = Arc::new(ArcSwap::from_pointee(generation));
-    let conf = ServerConf { threads, ..ServerConf::default() };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let metrics = match Metrics::new(requests.clone()) {
+        Ok(m) => Arc::new(m),
+        Err(e) => fail(&format!("cannot set up the metrics: {e}")),
+    };
+    let reloader = options
+        .config_path
+        .as_deref()
+        .map(|path| Arc::new(Reloader::new(path, options.engine.clone(), current.clone(), metrics.clone())));
+
+    let conf = ServerConf {
+        threads,
+        upgrade_sock: process.upgrade_socket.display().to_string(),
+        grace_period_seconds: Some(PINGORA_GRACE_BACKSTOP_S),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let opt = Opt { upgrade: options.upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    if options.upgrade {
+        tracing::info!("upgrade: taking the listening sockets over through {}", process.upgrade_socket.display());
+    }
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, SwitchyardProxy::new(current));
-    for addr in &listen {
+
+    let proxy =
+        pingora::proxy::http_proxy(&server.configuration, SwitchyardProxy::new(current.clone(), requests.clone()));
+    let mut service =
+        pingora::services::listening::Service::new("switchyard proxy".to_string(), LateCleanup(Arc::new(proxy)));
+    for addr in &process.listen {
         service.add_tcp(&addr.to_string());
         tracing::info!("listening on http://{addr}");
     }
     server.add_service(service);
+    if let Some(addr) = process.admin_listen {
+        let api = AdminApi { reloader: reloader.clone(), metrics, requests: requests.clone() };
+        let mut admin = pingora::services::listening::Service::new("switchyard admin".to_string(), api);
+        admin.threads = Some(1);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+        tracing::info!("admin API on http://{addr}/api/v1 (metrics on /metrics)");
+    }
+
+    if let Err(e) = signals::reload_on_sighup(reloader.clone()) {
+        fail(&format!("cannot handle SIGHUP: {e}"));
+    }
+    if let Some(reloader) = &reloader
+        && let Err(e) = file_watch::reload_on_change(reloader.clone())
+    {
+        fail(&format!("cannot start the file watcher: {e}"));
+    }
+    if let Some(path) = &process.pid_file
+        && let Err(e) = shutdown::write_pid_file(path)
+    {
+        fail(&format!("cannot write the pid file {}: {e}", path.display()));
+    }
+    if let Err(e) = shutdown::exit_when_drained(server.watch_execution_phase(), requests, current, process.pid_file) {
+        fail(&format!("cannot start the shutdown thread: {e}"));
+    }
     server.run_forever()
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("switchyard: {message}");
+    std::process::exit(1)
 }
 
 /// A proxy serving on a listener the caller bound, in the caller's tokio runtime.
@@ -49,7 +122,8 @@ impl EmbeddedProxy {
         let local_addr = listener.local_addr()?;
         let current = Arc::new(ArcSwap::from_pointee(generation));
         let conf = Arc::new(ServerConf::default());
-        let app = Arc::new(pingora::proxy::http_proxy(&conf, SwitchyardProxy::new(current.clone())));
+        let requests = Arc::new(RequestCount::default());
+        let app = Arc::new(pingora::proxy::http_proxy(&conf, SwitchyardProxy::new(current.clone(), requests)));
         let (shutdown, watch) = watch::channel(false);
         let mut stop = watch.clone();
         tokio::spawn(async move {
