@@ -210,13 +210,14 @@ impl<'a> PluginCatalog<'a> {
     /// The plugin `settings.name` running `bytes`: the previous generation's if it runs the
     /// same bytes with the same settings, else loaded now.
     fn load_plugin(&self, bytes: &[u8], settings: PluginSettings) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let sha256 = sha256_hex(bytes);
         if let Some(previous) = self.previous.get(settings.name.as_str())
-            && previous.runs(&sha256_hex(bytes), &settings)
+            && previous.runs(&sha256, &settings)
         {
             self.report.borrow_mut().reused.push(settings.name.clone());
             return Ok(Arc::clone(previous));
         }
-        let plugin = LoadedPlugin::load(self.engine, bytes, settings)?;
+        let plugin = LoadedPlugin::load_hashed(self.engine, bytes, sha256, settings)?;
         self.report.borrow_mut().loaded.push((plugin.name().to_string(), plugin.compiled_from()));
         Ok(plugin)
     }

@@ -112,28 +112,22 @@ impl Reloader {
         let restart_needed: Vec<String> =
             running.process.restart_needed(&next.process).into_iter().map(String::from).collect();
         running.process.carry_restart_only(&mut next.process);
-        let outcome = ReloadOutcome {
-            generation: *serving + 1,
-            took_ms: 0.0,
-            reused: next.report.reused.clone(),
-            loaded: next
-                .report
-                .loaded
-                .iter()
-                .map(|(name, from)| (name.clone(), format!("{from:?}").to_lowercase()))
-                .collect(),
-            restart_needed,
-        };
         // Only the compiled code the new generation runs stays in memory (the disk keeps all).
         let keep: std::collections::HashSet<&str> = next.plugins.iter().map(|p| p.sha256()).collect();
         self.engine.cache.retain(&keep);
+        let report = next.report.clone();
         self.current.store(Arc::new(next));
         *serving += 1;
-        let took = started.elapsed();
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics.generation.set(i64::try_from(*serving).unwrap_or(i64::MAX));
         self.metrics.last_reload_success.set(unix_now());
-        let outcome = ReloadOutcome { took_ms: duration_ms(took), ..outcome };
+        let outcome = ReloadOutcome {
+            generation: *serving,
+            took_ms: duration_ms(started.elapsed()),
+            reused: report.reused,
+            loaded: report.loaded.into_iter().map(|(name, from)| (name, format!("{from:?}").to_lowercase())).collect(),
+            restart_needed,
+        };
         tracing::info!(
             "reload ({trigger}): generation {} serving after {:.1} ms; plugins reused: {}, loaded: {}",
             outcome.generation,

@@ -136,13 +136,22 @@ impl LoadedPlugin {
     /// Compiles `bytes` (a component), detects its roles, and creates and configures a first
     /// instance, so that a plugin rejecting its configuration fails here and not on a request.
     pub fn load(engine: &Arc<PluginEngine>, bytes: &[u8], settings: PluginSettings) -> anyhow::Result<Arc<Self>> {
+        Self::load_hashed(engine, bytes, sha256_hex(bytes), settings)
+    }
+
+    /// [`LoadedPlugin::load`] for a caller that already has the sha256 of `bytes`.
+    pub fn load_hashed(
+        engine: &Arc<PluginEngine>,
+        bytes: &[u8],
+        sha256: String,
+        settings: PluginSettings,
+    ) -> anyhow::Result<Arc<Self>> {
         if settings.memory_limit_bytes > MAX_PLUGIN_MEMORY_BYTES {
             anyhow::bail!("memory limit above the maximum of {} MiB", MAX_PLUGIN_MEMORY_BYTES >> 20);
         }
         if wasmparser_is_core_module(bytes) {
             anyhow::bail!("this is a core wasm module, not a component; convert it with switchyard-componentize");
         }
-        let sha256 = sha256_hex(bytes);
         let (component, source) = engine
             .cache
             .component(&engine.engine, bytes, &sha256)
