@@ -1,4 +1,4 @@
-//! The `switchyard` command line: `run`, `check`, `reload` and `demo`.
+//! The `switchyard` command line: `run`, `check`, `reload`, `upgrade` and `demo`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,15 @@ enum Command {
     /// Tell the running proxy to reload its configuration: through its admin listener
     /// (`[admin] listen`, with the outcome printed), else SIGHUP to the pid in `[server] pid_file`.
     Reload {
+        /// The running proxy's configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Upgrade the running proxy with no refused connection: it starts this program's binary
+    /// again (the new version, if the file was replaced) and hands it the listening sockets.
+    /// Through its admin listener (`[admin] listen`, with the outcome printed), else SIGUSR2 to
+    /// the pid in `[server] pid_file`, waiting for the pid file to name the new process.
+    Upgrade {
         /// The running proxy's configuration file.
         #[arg(short, long)]
         config: PathBuf,
@@ -101,6 +110,10 @@ fn main() -> ExitCode {
             let engine = engine_or_exit();
             match generation::load(&config, &engine) {
                 Ok(g) => {
+                    if upgrade {
+                        // Started by a running process's upgrade: it hands the sockets over now.
+                        proxy::upgrade::tell_starter_ready();
+                    }
                     let options = RunOptions { config_path: Some(config), engine, upgrade };
                     proxy::server::run_server(g, options)
                 }
@@ -110,7 +123,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Reload { config } => reload_command(&config),
+        Command::Reload { config } => report(control::reload_running(&config)),
+        Command::Upgrade { config } => report(control::upgrade_running(&config)),
         Command::Demo { listen } => run_demo(listen),
     }
 }
@@ -170,8 +184,8 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
     }
 }
 
-fn reload_command(config: &std::path::Path) -> ExitCode {
-    match control::reload_running(config) {
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
         Ok(message) => {
             println!("{message}");
             ExitCode::SUCCESS

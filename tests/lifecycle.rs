@@ -1,6 +1,7 @@
 //! The process lifecycle, tested on the real binary: reloads under load (plugin hot-swap and
 //! route changes), refused reloads, SIGHUP, file watching, settings that need a restart,
-//! graceful shutdown on SIGTERM and graceful upgrade by socket hand-off.
+//! graceful shutdown on SIGTERM, graceful upgrade by socket hand-off, and self-upgrade under a
+//! service manager (systemd's notification protocol, played by the test).
 
 mod common;
 
@@ -37,6 +38,10 @@ struct Running {
 
 impl Running {
     fn start(config: &Path, extra: &[&str]) -> Running {
+        Running::start_with_env(config, extra, &[])
+    }
+
+    fn start_with_env(config: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Running {
         let dir = config.parent().unwrap_or(Path::new("."));
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(format!("switchyard-{}.log", STARTED.fetch_add(1, Ordering::Relaxed)));
@@ -48,6 +53,7 @@ impl Running {
             .args(extra)
             .env("SWITCHYARD_PLUGIN_CACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
             .env("SWITCHYARD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -119,12 +125,22 @@ async fn reload_via_api(admin: SocketAddr) -> (u16, serde_json::Value) {
 
 /// `switchyard reload --config <config>`: success, stdout, stderr.
 fn reload_via_cli(config: &Path) -> (bool, String, String) {
+    command_via_cli("reload", config)
+}
+
+/// `switchyard upgrade --config <config>`: success, stdout, stderr.
+fn upgrade_via_cli(config: &Path) -> (bool, String, String) {
+    command_via_cli("upgrade", config)
+}
+
+/// `switchyard <command> --config <config>`: success, stdout, stderr.
+fn command_via_cli(command: &str, config: &Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("reload")
+        .arg(command)
         .arg("--config")
         .arg(config)
         .output()
-        .unwrap_or_else(|e| panic!("switchyard reload: {e}"));
+        .unwrap_or_else(|e| panic!("switchyard {command}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -483,22 +499,42 @@ async fn sigterm_lets_twenty_slow_requests_finish_and_refuses_new_connections() 
     assert!(signalled.elapsed() < Duration::from_secs(8), "took {:?}", signalled.elapsed());
 }
 
+/// What the upgrade tests start from: tagger v1 and a configuration (admin listener, upgrade
+/// socket and pid file in the directory) routing to `one`.
+struct UpgradeSetup {
+    dir: tempfile::TempDir,
+    _origins: (switchyard::demo::EchoOrigin, switchyard::demo::EchoOrigin),
+    listen: SocketAddr,
+    admin: SocketAddr,
+    path: PathBuf,
+    text: String,
+}
+
+impl UpgradeSetup {
+    async fn new() -> UpgradeSetup {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (origin("backend-a").await, origin("backend-b").await);
+        let (listen, admin) = (free_port(), free_port());
+        let path = dir.path().join("switchyard.toml");
+        write_atomically(&dir.path().join("tagger.wasm"), &read(&fixture("tagger-v1")));
+        let extra = "upgrade_socket = \"upgrade.sock\"\npid_file = \"switchyard.pid\"\n";
+        let text = config(listen, Some(admin), a.addr, b.addr, "one", extra);
+        write_atomically(&path, text.as_bytes());
+        UpgradeSetup { dir, _origins: (a, b), listen, admin, path, text }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graceful_upgrade_under_load_refuses_no_connection_and_fails_no_request() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (a, b) = (origin("backend-a").await, origin("backend-b").await);
-    let (listen, admin) = (free_port(), free_port());
-    let path = dir.path().join("switchyard.toml");
-    write_atomically(&dir.path().join("tagger.wasm"), &read(&fixture("tagger-v1")));
-    let extra = "upgrade_socket = \"upgrade.sock\"\npid_file = \"switchyard.pid\"\n";
-    write_atomically(&path, config(listen, Some(admin), a.addr, b.addr, "one", extra).as_bytes());
-    let mut old = Running::start(&path, &[]);
+    let setup = UpgradeSetup::new().await;
+    let (dir, listen, admin, path) = (&setup.dir, setup.listen, setup.admin, &setup.path);
+    let mut old = Running::start(path, &[]);
     wait_ready(listen, "/", &old).await;
 
     // A new connection per request, so every request needs the listening socket.
     let load = Load::start(listen, 3, true);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let new = Running::start(&path, &["--upgrade"]);
+    let new = Running::start(path, &["--upgrade"]);
     // The new process waits for the sockets; the old one hands them over on SIGQUIT.
     tokio::time::sleep(Duration::from_millis(500)).await;
     old.signal(libc::SIGQUIT);
@@ -522,6 +558,143 @@ async fn a_graceful_upgrade_under_load_refuses_no_connection_and_fails_no_reques
     let pid = std::fs::read_to_string(dir.path().join("switchyard.pid")).unwrap_or_default();
     assert_eq!(pid.trim(), new.pid().to_string());
     println!("{} requests across the upgrade, 0 failed", seen.len());
+}
+
+/// The service manager's side of `sd_notify`: a datagram socket collecting what the service
+/// says (one string per datagram).
+struct NotifySocket {
+    path: PathBuf,
+    received: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind(path: PathBuf) -> NotifySocket {
+        let socket =
+            std::os::unix::net::UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(text);
+            }
+        });
+        NotifySocket { path, received }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits up to `limit` for a message containing every line in `lines`; the index of it.
+    fn wait_for(&self, lines: &[&str], limit: Duration) -> Option<usize> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let found = self.messages().iter().position(|m| lines.iter().all(|l| m.lines().any(|x| x == *l)));
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A process this test did not start itself (the one an upgrade started), killed when dropped.
+struct Adopted(i32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a valid signal; the pid is the upgraded process.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists (a zombie still does: read its state).
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    exists && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_self_upgrade_under_a_service_manager_hands_over_the_main_pid_and_fails_no_request() {
+    let setup = UpgradeSetup::new().await;
+    let (dir, listen, path, good) = (&setup.dir, setup.listen, &setup.path, &setup.text);
+    let notify = NotifySocket::bind(dir.path().join("notify.sock"));
+    let mut old = Running::start_with_env(path, &[], &[("NOTIFY_SOCKET", &notify.path)]);
+    wait_ready(listen, "/", &old).await;
+    let main_pid = format!("MAINPID={}", old.pid());
+    assert!(notify.wait_for(&[&main_pid, "READY=1"], Duration::from_secs(10)).is_some(), "{:?}", notify.messages());
+    let load = Load::start(listen, 3, true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 1. The new process cannot load its configuration: the upgrade fails, saying so, and the
+    //    running process keeps serving (and stays the main process).
+    write_atomically(path, (good.clone() + "[[upstream\n").as_bytes());
+    let (ok, _, stderr) = upgrade_via_cli(path);
+    assert!(!ok && stderr.contains("keeps serving") && stderr.contains("exited before it was ready"), "{stderr}");
+    assert!(old.log().contains("switchyard.toml:"), "the new process's error is in the log:\n{}", old.log());
+    assert!(pid_alive(old.pid()));
+
+    // 2. SIGUSR2 (what `systemctl kill -s USR2 --kill-whom=main` sends), with a new plugin
+    //    version to tell the processes apart: the new process names itself the main process
+    //    before the old one exits, and the old one never says it is stopping.
+    write_atomically(path, good.as_bytes());
+    write_atomically(&dir.path().join("tagger.wasm"), &read(&fixture("tagger-v2")));
+    let before = notify.messages().len();
+    old.signal(libc::SIGUSR2);
+    let status = old.wait_exit(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "old process: {status:?}\n{}", old.log());
+    let new_pid: i32 = std::fs::read_to_string(dir.path().join("switchyard.pid"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("pid file: {e}\n{}", old.log()));
+    let _new = Adopted(new_pid);
+    assert_ne!(new_pid, old.pid());
+    let new_main = format!("MAINPID={new_pid}");
+    let at = notify.wait_for(&[&new_main, "READY=1"], Duration::from_secs(5));
+    assert!(at.is_some_and(|i| i >= before), "{:?}", notify.messages());
+    assert!(!notify.messages().iter().any(|m| m.lines().any(|l| l == "STOPPING=1")), "{:?}", notify.messages());
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (seen, failed) = load.finish().await;
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, e.g. {:?}\n{}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        old.log()
+    );
+    assert!(seen.iter().any(|s| s.versions == ["v1"]) && seen.iter().any(|s| s.versions == ["v2"]));
+    assert!(seen.iter().all(|s| s.versions == ["v1"] || s.versions == ["v2"]));
+    assert_eq!(common::get(listen, "x", "/").await.status, 200);
+
+    // 3. The upgraded process upgrades again through the admin API (`switchyard upgrade`).
+    let (ok, stdout, stderr) = upgrade_via_cli(path);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&format!("pid {new_pid} finishes")), "{stdout}");
+    let third: i32 = stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no new pid in {stdout:?}"));
+    let _third = Adopted(third);
+    let third_main = format!("MAINPID={third}");
+    assert!(notify.wait_for(&[&third_main, "READY=1"], Duration::from_secs(10)).is_some(), "{:?}", notify.messages());
+    let start = Instant::now();
+    while pid_alive(new_pid) && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!pid_alive(new_pid), "the second process did not exit after handing over");
+    assert_eq!(common::get(listen, "x", "/").await.status, 200);
+
+    // 4. SIGTERM to the last one: it tells the service manager it is stopping.
+    // SAFETY: kill(2) on the process the upgrade started, with a valid signal.
+    unsafe { libc::kill(third, libc::SIGTERM) };
+    assert!(notify.wait_for(&["STOPPING=1"], Duration::from_secs(10)).is_some(), "{:?}", notify.messages());
+    println!("{} requests across the upgrade, 0 failed; notifications: {:?}", seen.len(), notify.messages());
 }
 
 #[test]

@@ -4,12 +4,14 @@
 //! |--------|-------------------|---------------------------------------------------------------|
 //! | GET    | `/api/v1/health`  | `{"status":"ok","generation":N,"requests_in_progress":N}`     |
 //! | POST   | `/api/v1/reload`  | 200 with what the reload did, or 422 with every problem       |
+//! | POST   | `/api/v1/upgrade` | 200 `{"old_pid","new_pid"}` once the new process took over the |
+//! |        |                   | sockets' hand-off, or 500 and this process serving on         |
 //! | GET    | `/metrics`        | Prometheus text                                               |
 //!
 //! It runs as its own Pingora service, so a graceful upgrade hands its socket over with the
 //! proxy's. It only listens on loopback (the configuration refuses anything else). A reload is
 //! only triggered by a POST whose body, if any, is not of a type a browser form can send across
-//! sites, so a web page cannot reload the proxy behind its operator's back.
+//! sites, so a web page cannot reload or upgrade the proxy behind its operator's back.
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use serde_json::json;
 use super::metrics::Metrics;
 use super::reload::Reloader;
 use crate::proxy::RequestCount;
+use crate::proxy::upgrade::Upgrader;
 
 /// The largest request body the API reads (anything longer is refused).
 const MAX_BODY: usize = 64 << 10;
@@ -30,6 +33,8 @@ const MAX_BODY: usize = 64 << 10;
 pub struct AdminApi {
     /// `None` for a process without a configuration file (the demo): nothing to reload.
     pub reloader: Option<Arc<Reloader>>,
+    /// `None` likewise: the demo cannot start itself again.
+    pub upgrader: Option<Arc<Upgrader>>,
     pub metrics: Arc<Metrics>,
     pub requests: Arc<RequestCount>,
 }
@@ -114,6 +119,29 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    async fn upgrade(&self) -> Response<Vec<u8>> {
+        let Some(upgrader) = self.upgrader.clone() else {
+            return error(
+                StatusCode::CONFLICT,
+                "this process runs without a configuration file; it cannot be upgraded",
+            );
+        };
+        // The new process loads its configuration (and compiles plugins) before it is ready.
+        match tokio::task::spawn_blocking(move || upgrader.upgrade("admin API")).await {
+            Ok(Ok(started)) => json_response(
+                StatusCode::OK,
+                json!({ "status": "upgrading", "old_pid": started.old_pid, "new_pid": started.new_pid }),
+            ),
+            Ok(Err(message)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("upgrade failed, this process keeps serving: {message}"),
+            ),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the upgrade task failed: {e}")),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -132,15 +160,12 @@ impl ServeHttp for AdminApi {
                     "requests_in_progress": self.requests.get(),
                 }),
             ),
-            ("/api/v1/reload", "POST") => {
-                if is_simple_cross_site_type(session) {
-                    return error(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "send no body or a JSON body (Content-Type: application/json)",
-                    );
-                }
-                self.reload().await
-            }
+            ("/api/v1/reload" | "/api/v1/upgrade", "POST") if is_simple_cross_site_type(session) => error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send no body or a JSON body (Content-Type: application/json)",
+            ),
+            ("/api/v1/reload", "POST") => self.reload().await,
+            ("/api/v1/upgrade", "POST") => self.upgrade().await,
             ("/metrics", "GET" | "HEAD") => {
                 let text = self.metrics.render().into_bytes();
                 Response::builder()
@@ -151,8 +176,11 @@ impl ServeHttp for AdminApi {
                     .unwrap_or_default()
             }
             ("/api/v1/health" | "/metrics", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
-            ("/api/v1/reload", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
-            _ => error(StatusCode::NOT_FOUND, "no such endpoint (see /api/v1/health, /api/v1/reload, /metrics)"),
+            ("/api/v1/reload" | "/api/v1/upgrade", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint (see /api/v1/health, /api/v1/reload, /api/v1/upgrade, /metrics)",
+            ),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The other end of `switchyard reload`: finds the running process from its configuration file
-//! and asks it to reload — through its admin listener when `[admin] listen` is set (the outcome
-//! comes back), else with SIGHUP to the pid in `[server] pid_file` (the outcome is in its log).
+//! The other end of `switchyard reload` and `switchyard upgrade`: finds the running process from
+//! its configuration file and asks it to reload or upgrade — through its admin listener when
+//! `[admin] listen` is set (the outcome comes back), else with SIGHUP or SIGUSR2 to the pid in
+//! `[server] pid_file` (a reload's outcome is in its log; an upgrade is seen in the pid file).
 //!
 //! The file is read leniently (just those two keys), because the usual reason to reload is a
 //! changed file, and a broken one should be reported by the running process, which keeps
@@ -12,7 +13,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a reload may take before the command gives up waiting (compiling plugins is slow).
+/// How long a reload or an upgrade may take before the command gives up waiting (compiling
+/// plugins is slow).
 const RELOAD_WAIT: Duration = Duration::from_secs(300);
 
 /// Where the running process can be reached.
@@ -60,10 +62,12 @@ fn scan_for_key(text: &str, section: &str, key: &str) -> Option<String> {
 pub fn reload_running(config: &Path) -> Result<String, String> {
     let location = locate(config)?;
     if let Some(addr) = location.admin {
-        return post_reload(addr);
+        let json = post(addr, "/api/v1/reload")?;
+        return Ok(describe_outcome(&json["reload"]));
     }
     if let Some(pid_file) = location.pid_file {
-        return signal(&pid_file);
+        let pid = signal(&pid_file, libc::SIGHUP)?;
+        return Ok(format!("sent SIGHUP to pid {pid}; the outcome is in its log"));
     }
     Err(format!(
         "{}: set [admin] listen (to get the outcome back) or [server] pid_file so `switchyard reload` can find the running process, or send it SIGHUP yourself",
@@ -71,24 +75,74 @@ pub fn reload_running(config: &Path) -> Result<String, String> {
     ))
 }
 
-fn signal(pid_file: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(pid_file)
-        .map_err(|e| format!("cannot read the pid file {}: {e}", pid_file.display()))?;
-    let pid: libc::pid_t =
-        text.trim().parse().map_err(|_| format!("the pid file {} does not hold a pid", pid_file.display()))?;
-    // SAFETY: kill(2) with a pid read from the file and a valid signal number.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        return Err(format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(format!("sent SIGHUP to pid {pid}; the outcome is in its log"))
+/// Asks the process running `config` to upgrade (start its binary again and hand the new
+/// process its sockets); returns what to print once the new process took over, or why not.
+pub fn upgrade_running(config: &Path) -> Result<String, String> {
+    let location = locate(config)?;
+    let started = if let Some(addr) = location.admin {
+        let json = post(addr, "/api/v1/upgrade")?;
+        (json["old_pid"].as_u64().unwrap_or(0), json["new_pid"].as_u64().unwrap_or(0))
+    } else if let Some(pid_file) = location.pid_file {
+        let old = signal(&pid_file, libc::SIGUSR2)?;
+        (u64::try_from(old).unwrap_or(0), wait_for_new_pid(&pid_file, old)? as u64)
+    } else {
+        return Err(format!(
+            "{}: set [admin] listen or [server] pid_file so `switchyard upgrade` can find the running process, or send it SIGUSR2 yourself",
+            config.display()
+        ));
+    };
+    Ok(format!(
+        "upgraded: pid {} took over the listening sockets; pid {} finishes the requests it has and exits",
+        started.1, started.0
+    ))
 }
 
-fn post_reload(addr: SocketAddr) -> Result<String, String> {
+fn read_pid(pid_file: &Path) -> Result<libc::pid_t, String> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("cannot read the pid file {}: {e}", pid_file.display()))?;
+    text.trim().parse().map_err(|_| format!("the pid file {} does not hold a pid", pid_file.display()))
+}
+
+/// Sends `signal` to the pid in `pid_file`; that pid.
+fn signal(pid_file: &Path, signal: libc::c_int) -> Result<libc::pid_t, String> {
+    let pid = read_pid(pid_file)?;
+    // SAFETY: kill(2) with a pid read from the file and a valid signal number.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(pid)
+}
+
+/// Waits for the pid file to name a process other than `old` (the new process writes it once
+/// it holds the sockets).
+fn wait_for_new_pid(pid_file: &Path, old: libc::pid_t) -> Result<libc::pid_t, String> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < RELOAD_WAIT {
+        if let Ok(pid) = read_pid(pid_file)
+            && pid != old
+        {
+            return Ok(pid);
+        }
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(old, 0) } != 0 {
+            return Err(format!("pid {old} exited and no new process wrote {}", pid_file.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "no new process took over within {} s (the pid file {} still names {old}); the log of pid {old} says why",
+        RELOAD_WAIT.as_secs(),
+        pid_file.display()
+    ))
+}
+
+/// POSTs an empty body to the admin API at `addr`; the JSON answer when it is 200, else its
+/// message.
+fn post(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
     let unreachable = |e: std::io::Error| format!("cannot reach the admin API at {addr}: {e}");
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
     stream.set_read_timeout(Some(RELOAD_WAIT)).map_err(unreachable)?;
-    let request =
-        format!("POST /api/v1/reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let request = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).map_err(unreachable)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).map_err(unreachable)?;
@@ -97,7 +151,7 @@ fn post_reload(addr: SocketAddr) -> Result<String, String> {
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
     let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     match status {
-        200 => Ok(describe_outcome(&json["reload"])),
+        200 => Ok(json),
         _ => Err(json["message"]
             .as_str()
             .map_or_else(|| format!("the admin API at {addr} answered {status}: {body}"), |m| m.to_string())),

@@ -1,5 +1,6 @@
 //! The management side of the process: reloading ([`reload`]) and what triggers it (SIGHUP,
-//! file changes, the API), the management listener ([`api`]) and the metrics it serves.
+//! file changes, the API), what triggers an upgrade (SIGUSR2, the API), the management listener
+//! ([`api`]) and the metrics it serves, and the `reload`/`upgrade` commands' end ([`client`]).
 
 pub mod api;
 pub mod client;

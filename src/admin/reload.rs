@@ -17,6 +17,7 @@ use super::metrics::{Metrics, unix_now};
 use crate::config::Diagnostics;
 use crate::generation::{self, Generation};
 use crate::plugin::PluginEngine;
+use crate::proxy::systemd;
 
 /// What an applied reload did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -91,6 +92,13 @@ impl Reloader {
     /// accepts its configuration, makes it the serving generation. `trigger` names the cause in
     /// the log. Blocks while plugins compile; call it off the request path.
     pub fn reload(&self, trigger: &str) -> Result<ReloadOutcome, ReloadRefused> {
+        systemd::reloading();
+        let result = self.build_and_swap(trigger);
+        systemd::reloaded(if result.is_ok() { "serving (reloaded)" } else { "serving (the last reload was refused)" });
+        result
+    }
+
+    fn build_and_swap(&self, trigger: &str) -> Result<ReloadOutcome, ReloadRefused> {
         let started = Instant::now();
         let mut serving = self.serving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let running = self.current.load_full();

@@ -13,6 +13,8 @@
 mod hop;
 pub mod server;
 pub mod shutdown;
+pub mod systemd;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

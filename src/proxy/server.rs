@@ -1,5 +1,6 @@
 //! Running the proxy: as a Pingora server on the configured listeners with reloads, the admin
-//! listener, graceful shutdown and upgrades (the `run` and `demo` commands), or on a listener
+//! listener, graceful shutdown, upgrades and systemd notifications (the `run` and `demo`
+//! commands), or on a listener
 //! the caller bound (embedding and tests, where binding `127.0.0.1:0` tells the caller the port).
 
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::shutdown::{self, LateCleanup};
+use super::systemd;
+use super::upgrade::Upgrader;
 use super::{RequestCount, SwitchyardProxy};
 use crate::admin::{AdminApi, Metrics, Reloader, signals, watch as file_watch};
 use crate::generation::Generation;
@@ -52,6 +55,10 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
         .config_path
         .as_deref()
         .map(|path| Arc::new(Reloader::new(path, options.engine.clone(), current.clone(), metrics.clone())));
+    let upgrader = match options.config_path.as_deref().map(Upgrader::new).transpose() {
+        Ok(upgrader) => upgrader.map(Arc::new),
+        Err(e) => fail(&format!("cannot find this program's path (for upgrades): {e}")),
+    };
 
     let conf = ServerConf {
         threads,
@@ -77,7 +84,8 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
     }
     server.add_service(service);
     if let Some(addr) = process.admin_listen {
-        let api = AdminApi { reloader: reloader.clone(), metrics, requests: requests.clone() };
+        let api =
+            AdminApi { reloader: reloader.clone(), upgrader: upgrader.clone(), metrics, requests: requests.clone() };
         let mut admin = pingora::services::listening::Service::new("switchyard admin".to_string(), api);
         admin.threads = Some(1);
         admin.add_tcp(&addr.to_string());
@@ -85,8 +93,8 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
         tracing::info!("admin API on http://{addr}/api/v1 (metrics on /metrics)");
     }
 
-    if let Err(e) = signals::reload_on_sighup(reloader.clone()) {
-        fail(&format!("cannot handle SIGHUP: {e}"));
+    if let Err(e) = signals::handle_signals(reloader.clone(), upgrader) {
+        fail(&format!("cannot handle SIGHUP and SIGUSR2: {e}"));
     }
     if let Some(reloader) = &reloader
         && let Err(e) = file_watch::reload_on_change(reloader.clone())
@@ -100,6 +108,9 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
     }
     if let Err(e) = shutdown::exit_when_drained(server.watch_execution_phase(), requests, current, process.pid_file) {
         fail(&format!("cannot start the shutdown thread: {e}"));
+    }
+    if let Err(e) = systemd::notify_lifecycle(server.watch_execution_phase()) {
+        fail(&format!("cannot start the service-manager notifier: {e}"));
     }
     server.run_forever()
 }
