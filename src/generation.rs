@@ -25,7 +25,7 @@ use crate::plugin::{
     BalancerRole, Builtin, LoadedPlugin, PluginEngine, PluginSettings, RequestFilterRole, ResponseFilterRole, Role,
     RouterRole, SplitRole, WasmPlugin, builtin_plugin, sha256_hex,
 };
-use crate::upstream::{Backend, Upstream};
+use crate::upstream::{Backend, RetryBudget, Upstream, UpstreamPolicy};
 
 pub use crate::config::model::{DEFAULT_BALANCER, DEFAULT_ROUTER, DEFAULT_SPLIT, HEADER_POLICY_PLUGIN};
 
@@ -699,6 +699,7 @@ pub fn build(
             continue;
         };
         let mut backends = Vec::new();
+        let mut draining = Vec::new();
         for b in u.backends.get_ref() {
             let b = b.get_ref();
             // Validation already reported unresolvable addresses.
@@ -722,9 +723,21 @@ pub fn build(
             backends.push(carried.unwrap_or_else(|| {
                 Arc::new(Backend::new(b.address.get_ref().clone(), address, weight, b.tags.clone()))
             }));
+            draining.push(b.drain);
         }
         let balancer: Arc<dyn BalancerRole> = Arc::new(plugin);
-        upstreams.insert(name.clone(), Arc::new(Upstream { name: name.clone(), backends, balancer }));
+        let policy = UpstreamPolicy::from_config(u, &mut c);
+        upstreams.insert(
+            name.clone(),
+            Arc::new(Upstream {
+                name: name.clone(),
+                backends,
+                draining,
+                balancer,
+                policy,
+                retry_budget: RetryBudget::default(),
+            }),
+        );
     }
 
     let server_policy: PolicyLevel<'_> = config.server.header_policy.as_ref();

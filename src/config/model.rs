@@ -88,6 +88,92 @@ pub struct UpstreamSection {
     /// A built-in balancer or a `[[plugin]]` with the balancer role, by name or as an inline
     /// table `{ plugin = "hash", key = "cookie:session" }`. Default `round-robin`.
     pub balancer: Option<Spanned<PluginRef>>,
+    /// Connect, read, write, idle and whole-request timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// Active health checks. Default: none (backends are only judged by their answers).
+    pub health_check: Option<Spanned<HealthCheckSection>>,
+    /// Passive health: ejecting backends that fail in a row. On by default.
+    #[serde(default)]
+    pub outlier: OutlierSection,
+    /// Which failed attempts are tried again on another backend.
+    #[serde(default)]
+    pub retries: RetriesSection,
+}
+
+/// `timeouts = { … }` of an upstream, in milliseconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TimeoutsSection {
+    /// Establishing a connection to a backend. Default 5000.
+    pub connect_ms: Option<Spanned<u64>>,
+    /// Waiting for each read from a backend (the response head, then each piece of the body).
+    /// Default 60000.
+    pub read_ms: Option<Spanned<u64>>,
+    /// Waiting for each write to a backend. Default 60000.
+    pub write_ms: Option<Spanned<u64>>,
+    /// How long an idle kept-alive backend connection stays pooled. Default 60000.
+    pub idle_ms: Option<Spanned<u64>>,
+    /// The whole request, from its arrival to the last byte of the response, retries included.
+    /// Default: none.
+    pub total_ms: Option<Spanned<u64>>,
+}
+
+/// `health_check = { … }` of an upstream: a probe of every backend, healthy or not.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HealthCheckSection {
+    /// `http` (default) or `tcp` (a connection that opens is healthy).
+    pub kind: Option<Spanned<String>>,
+    /// The request path. Default `/`.
+    pub path: Option<Spanned<String>>,
+    /// The request method. Default `GET`.
+    pub method: Option<Spanned<String>>,
+    /// The Host header. Default: the backend's address.
+    pub host: Option<Spanned<String>>,
+    /// The statuses that pass, `[lowest, highest]`. Default `[200, 399]`.
+    pub expect_status: Option<Spanned<Vec<u16>>>,
+    /// A string the response body must contain (the first 64 KiB are read).
+    pub expect_body: Option<Spanned<String>>,
+    /// Probe this port instead of the backend's.
+    pub port: Option<Spanned<u16>>,
+    /// Time between probes of one backend. Default 10000.
+    pub interval_ms: Option<Spanned<u64>>,
+    /// Time one probe may take. Default 5000.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Passing probes in a row that bring an unhealthy backend back. Default 2.
+    pub healthy_threshold: Option<Spanned<u32>>,
+    /// Failing probes in a row that take a healthy backend out. Default 3.
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+}
+
+/// `outlier = { … }` of an upstream: a backend whose requests fail this many times in a row
+/// (connection failures, timeouts, 5xx answers) is ejected for a while, longer each time.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OutlierSection {
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Failures in a row that eject a backend. Default 5.
+    pub consecutive_failures: Option<Spanned<u32>>,
+    /// The first ejection's length; each further ejection doubles it. Default 30000.
+    pub base_ejection_ms: Option<Spanned<u64>>,
+    /// The longest ejection. Default 300000.
+    pub max_ejection_ms: Option<Spanned<u64>>,
+    /// The largest share of the upstream's backends ejected at once. Default 50.
+    pub max_ejected_percent: Option<Spanned<u32>>,
+}
+
+/// `retries = { … }` of an upstream. A connection that could not be opened, or a pooled one that
+/// failed before the backend received anything, is always tried again on another backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RetriesSection {
+    /// Attempts after the first. Default 2.
+    pub max_retries: Option<Spanned<u32>>,
+    /// Also retry idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) that failed
+    /// later (a reset or timeout before any response byte). Default false.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Retries are at most this share of the upstream's requests (plus a reserve of 10), so a
+    /// failing upstream is not sent a storm of retries. Default 20.
+    pub budget_percent: Option<Spanned<u32>>,
 }
 
 /// One backend of an upstream: `{ address = "10.0.0.1:80", weight = 2, tags = ["a"] }`.
@@ -99,6 +185,9 @@ pub struct BackendSection {
     /// Labels a split can select (`tag("b")`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Send no new requests to this backend; requests in progress finish. Default false.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// `[[site]]`: a set of host names with their routes.

@@ -8,7 +8,8 @@ use super::diagnostics::Collector;
 use super::model::{ConfigFile, DEFAULT_BALANCER, DEFAULT_LISTEN, DEFAULT_SPLIT};
 use crate::plugin::{MAX_PLUGIN_MEMORY_BYTES, Role, builtin_names};
 
-fn is_token(s: &str) -> bool {
+/// Whether `s` is an HTTP token (a method or header name).
+pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
@@ -81,6 +82,7 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
                 c.error(w.span(), "backend weight must be at least 1");
             }
         }
+        crate::upstream::UpstreamPolicy::from_config(u, c);
         if let Some(balancer) = &u.balancer {
             let plugin = balancer.get_ref().plugin_name(DEFAULT_BALANCER);
             if !known_plugin(plugin) {

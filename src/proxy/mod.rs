@@ -88,18 +88,58 @@ pub struct RequestCtx {
     in_flight: Option<InFlight>,
     upstream_started: Option<Instant>,
     started: Instant,
+    /// When the upstream's `total_ms` runs out.
+    deadline: Option<Instant>,
     _counted: RequestGuard,
 }
 
 impl RequestCtx {
-    /// Indices of `upstream`'s backends this request may still go to: carrying the split's tag,
-    /// if any, and not tried yet.
+    /// Indices of `upstream`'s backends this request may still go to: available (healthy, not
+    /// ejected, not draining), carrying the split's tag, if any, and not tried yet.
     fn untried_candidates<'a>(&'a self, upstream: &'a Upstream) -> impl Iterator<Item = usize> + 'a {
+        let now = crate::upstream::now_ms();
         upstream.backends.iter().enumerate().filter_map(move |(i, b)| {
-            let eligible = !self.tried.contains(&i) && self.tag.as_ref().is_none_or(|t| b.tags.contains(t));
+            let eligible = !self.tried.contains(&i)
+                && self.tag.as_ref().is_none_or(|t| b.tags.contains(t))
+                && upstream.available(i, now);
             eligible.then_some(i)
         })
     }
+
+    /// Ends the current attempt as failed, counting it against its backend.
+    fn attempt_failed(&mut self) {
+        if let (Some(_), Some(upstream), Some(&i)) = (self.in_flight.take(), &self.upstream, self.tried.last()) {
+            upstream.record_failure(i);
+        }
+    }
+
+    /// Whether a failed attempt may be tried again: another candidate is left, the upstream's
+    /// `max_retries` is not used up, and its retry budget has a token (which this takes).
+    fn may_retry(&self) -> bool {
+        let Some(upstream) = &self.upstream else { return false };
+        self.tried.len() <= upstream.policy.retries.max_retries as usize
+            && self.deadline.is_none_or(|d| Instant::now() < d)
+            && self.untried_candidates(upstream).next().is_some()
+            && upstream.retry_budget.withdraw()
+    }
+}
+
+/// Why no backend of `upstream` can take a new request, for the 503's body.
+fn none_available(upstream: &Upstream, tag: Option<&str>) -> String {
+    let now = crate::upstream::now_ms();
+    let in_variant: Vec<usize> = (0..upstream.backends.len())
+        .filter(|&i| tag.is_none_or(|t| upstream.backends[i].tags.iter().any(|x| x == t)))
+        .collect();
+    let count = |f: &dyn Fn(usize) -> bool| in_variant.iter().filter(|&&i| f(i)).count();
+    let draining = count(&|i| upstream.draining[i]);
+    let unhealthy = count(&|i| upstream.policy.health_check.is_some() && !upstream.backends[i].healthy());
+    let ejected = count(&|i| upstream.backends[i].ejected(now));
+    let variant = tag.map(|t| format!(" tagged `{t}`")).unwrap_or_default();
+    format!(
+        "no healthy backend in upstream `{}`{variant}: {} backend(s), {unhealthy} failing health checks, {ejected} ejected after failures, {draining} draining",
+        upstream.name,
+        in_variant.len()
+    )
 }
 
 /// What the request phase decided.
@@ -178,6 +218,7 @@ impl SwitchyardProxy {
             return Verdict::Reply(text_reply(502, "the route's upstream is not configured"));
         };
         ctx.upstream = Some(upstream.clone());
+        ctx.deadline = upstream.policy.timeouts.total.map(|t| ctx.started + t);
         let settings: &RouteSettings = generation.routes.get(&decision.name).unwrap_or(&generation.fallback_route);
         ctx.route = Some(decision.name);
         {
@@ -193,6 +234,7 @@ impl SwitchyardProxy {
                     Ok(Some(SplitChoice::Upstream(name))) => match generation.upstreams.get(&name) {
                         Some(other) => {
                             note_variant(&mut ctx.view, &name);
+                            ctx.deadline = other.policy.timeouts.total.map(|t| ctx.started + t);
                             ctx.upstream = Some(other.clone());
                         }
                         None => {
@@ -294,6 +336,7 @@ impl ProxyHttp for SwitchyardProxy {
             in_flight: None,
             upstream_started: None,
             started: Instant::now(),
+            deadline: None,
             _counted: self.requests.enter(),
         }
     }
@@ -336,13 +379,19 @@ impl ProxyHttp for SwitchyardProxy {
         let Some(upstream) = ctx.upstream.clone() else {
             return Err(status_error(500, "no upstream chosen"));
         };
+        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(status_error(504, "the upstream's total_ms ran out"));
+        }
         let offered: Vec<usize> = ctx.untried_candidates(&upstream).collect();
         if offered.is_empty() {
             return Err(if ctx.tried.is_empty() {
-                status_error(503, "no backend available")
+                Error::explain(ErrorType::HTTPStatus(503), none_available(&upstream, ctx.tag.as_deref()))
             } else {
-                status_error(502, "every backend failed")
+                status_error(502, "every backend tried failed")
             });
+        }
+        if ctx.tried.is_empty() {
+            upstream.retry_budget.deposit(upstream.policy.retries.budget_percent);
         }
         let picked = if offered.len() == 1 {
             // One candidate: nothing to choose, so no call (as the balancer contract says).
@@ -374,13 +423,27 @@ impl ProxyHttp for SwitchyardProxy {
         let backend = &upstream.backends[choice];
         ctx.tried.push(choice);
         ctx.in_flight = Some(backend.start_request());
-        ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(HttpPeer::new(backend.address, false, String::new())))
+        let now = Instant::now();
+        ctx.upstream_started = Some(now);
+        let timeouts = &upstream.policy.timeouts;
+        let mut peer = HttpPeer::new(backend.address, false, String::new());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.write_timeout = Some(timeouts.write);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        if let Some(deadline) = ctx.deadline {
+            // No single wait outlasts the whole request's deadline.
+            let left = deadline.saturating_duration_since(now);
+            peer.options.connection_timeout = Some(timeouts.connect.min(left));
+            peer.options.read_timeout = Some(timeouts.read.min(left));
+            peer.options.write_timeout = Some(timeouts.write.min(left));
+        }
+        Ok(Box::new(peer))
     }
 
-    /// A failed connection counts against the backend and is retried on another one while
-    /// untried candidates remain (a connection that never opened carried nothing, so any method
-    /// is safe to retry).
+    /// A failed connection counts against the backend and is retried on another one (a
+    /// connection that never opened carried nothing, so any method is safe to retry) within the
+    /// upstream's retry limits.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -388,12 +451,47 @@ impl ProxyHttp for SwitchyardProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(in_flight) = ctx.in_flight.take() {
-            in_flight.backend().record_failure();
-        }
-        let untried = ctx.upstream.as_ref().is_some_and(|u| ctx.untried_candidates(u).next().is_some());
-        e.set_retry(untried);
+        ctx.attempt_failed();
+        e.set_retry(ctx.may_retry());
         e
+    }
+
+    /// A failure after connecting counts against the backend. It is retried on another one
+    /// only before any of the response reached the client, for an idempotent method whose body
+    /// can be sent again, and only when the failure is one the backend cannot have acted on (a
+    /// pooled connection that turned out closed), or `retries.idempotent` is set.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("backend {}", peer._address));
+        ctx.attempt_failed();
+        e.retry.decide_reuse(client_reused);
+        let unseen_by_backend = e.retry();
+        let retry_any = ctx.upstream.as_ref().is_some_and(|u| u.policy.retries.idempotent);
+        let replayable = session.response_written().is_none()
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        e.set_retry(replayable && (unseen_by_backend || retry_any) && ctx.may_retry());
+        e
+    }
+
+    /// Enforces the upstream's `total_ms` while the response body streams.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::explain(ErrorType::ReadTimedout, "the upstream's total_ms ran out during the response"));
+        }
+        Ok(None)
     }
 
     /// Runs the response filters: the route's, the site's, then the global ones.
@@ -444,12 +542,11 @@ impl ProxyHttp for SwitchyardProxy {
     /// Records the backend's outcome and writes the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        if let Some(in_flight) = ctx.in_flight.take() {
-            let backend = in_flight.backend();
+        if let (Some(_), Some(upstream), Some(&i)) = (ctx.in_flight.take(), &ctx.upstream, ctx.tried.last()) {
             if e.is_some() || status >= 500 {
-                backend.record_failure();
+                upstream.record_failure(i);
             } else if let Some(started) = ctx.upstream_started {
-                backend.record_success(started.elapsed());
+                upstream.record_success(i, started.elapsed());
             }
         }
         let head = session.req_header();

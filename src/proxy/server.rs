@@ -106,6 +106,9 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
     {
         fail(&format!("cannot write the pid file {}: {e}", path.display()));
     }
+    if let Err(e) = start_health_checks(current.clone()) {
+        fail(&format!("cannot start the health checker: {e}"));
+    }
     if let Err(e) = shutdown::exit_when_drained(server.watch_execution_phase(), requests, current, process.pid_file) {
         fail(&format!("cannot start the shutdown thread: {e}"));
     }
@@ -113,6 +116,15 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
         fail(&format!("cannot start the service-manager notifier: {e}"));
     }
     server.run_forever()
+}
+
+/// Runs the active health checks of whatever generation serves, on a thread of their own.
+fn start_health_checks(current: Arc<ArcSwap<Generation>>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new()
+        .name("switchyard-health".into())
+        .spawn(move || runtime.block_on(crate::upstream::health::run_prober(current)))?;
+    Ok(())
 }
 
 fn fail(message: &str) -> ! {
@@ -125,6 +137,7 @@ pub struct EmbeddedProxy {
     pub current: Arc<ArcSwap<Generation>>,
     pub local_addr: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
+    health_checks: tokio::task::JoinHandle<()>,
 }
 
 impl EmbeddedProxy {
@@ -161,7 +174,8 @@ impl EmbeddedProxy {
                 });
             }
         });
-        Ok(EmbeddedProxy { current, local_addr, shutdown })
+        let health_checks = tokio::spawn(crate::upstream::health::run_prober(current.clone()));
+        Ok(EmbeddedProxy { current, local_addr, shutdown, health_checks })
     }
 
     /// Replaces the running generation; requests already started keep theirs.
@@ -173,5 +187,6 @@ impl EmbeddedProxy {
 impl Drop for EmbeddedProxy {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        self.health_checks.abort();
     }
 }
