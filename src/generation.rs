@@ -25,6 +25,7 @@ use crate::plugin::{
     BalancerRole, Builtin, LoadedPlugin, PluginEngine, PluginSettings, RequestFilterRole, ResponseFilterRole, Role,
     RouterRole, SplitRole, WasmPlugin, builtin_plugin, sha256_hex,
 };
+use crate::proxy::limits::{ClientLimits, body_limit};
 use crate::upstream::{Backend, RetryBudget, Upstream, UpstreamPolicy};
 
 pub use crate::config::model::{DEFAULT_BALANCER, DEFAULT_ROUTER, DEFAULT_SPLIT, HEADER_POLICY_PLUGIN};
@@ -50,6 +51,8 @@ pub struct RouteSettings {
     /// the header policy's response side.
     pub response_filters: Vec<Link<dyn ResponseFilterRole>>,
     pub split: Option<Link<dyn SplitRole>>,
+    /// The largest request body (the route's `max_body_bytes`, else the server's).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Everything a request needs, frozen.
@@ -65,6 +68,8 @@ pub struct Generation {
     pub plugins: Vec<Arc<LoadedPlugin>>,
     /// Process-level settings: listeners, threads, admin, lifecycle.
     pub process: ProcessSettings,
+    /// What clients may send and hold.
+    pub limits: ClientLimits,
     /// The configuration file and the plugin files it names (what `watch = true` polls).
     pub watched_files: Vec<PathBuf>,
     /// Which plugins this generation took over from the previous one and which it loaded.
@@ -745,10 +750,12 @@ pub fn build(
         policy_links(&mut catalog, effective_policy(&[(server_policy, None)]), &mut c);
     let mut fallback_response = global_response.clone();
     fallback_response.extend(fallback_policy_response.clone());
+    let limits = ClientLimits::from_config(&config.server.limits, &mut c);
     let fallback_route = RouteSettings {
         request_filters: fallback_request.clone().into_iter().collect(),
         response_filters: fallback_response,
         split: None,
+        max_body_bytes: limits.max_body_bytes,
     };
 
     let mut routes = HashMap::new();
@@ -795,7 +802,8 @@ pub fn build(
             response_filters.extend(site_response.iter().cloned());
             response_filters.extend(global_response.iter().cloned());
             response_filters.extend(policy_response);
-            routes.insert(route, RouteSettings { request_filters, response_filters, split });
+            let max_body_bytes = body_limit(&r.max_body_bytes, &mut c).or(limits.max_body_bytes);
+            routes.insert(route, RouteSettings { request_filters, response_filters, split, max_body_bytes });
         }
     }
 
@@ -821,6 +829,7 @@ pub fn build(
         upstreams,
         plugins,
         process,
+        limits,
         watched_files,
         report,
     })

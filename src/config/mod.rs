@@ -10,7 +10,7 @@ use std::path::Path;
 
 pub use diagnostics::{Collector, Diagnostic, Diagnostics, SourceFile};
 pub use model::ConfigFile;
-pub use validate::{is_token, resolve_address};
+pub use validate::{in_range, is_token, resolve_address};
 
 /// Reads and checks a configuration file; returns the parsed file or every problem found.
 pub fn load_file(path: &Path) -> Result<(SourceFile, ConfigFile), Diagnostics> {

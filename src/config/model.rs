@@ -71,6 +71,30 @@ pub struct ServerSection {
     /// The Unix socket a new process (`run --upgrade`) takes the listening sockets over from.
     /// Default `/tmp/switchyard-upgrade.sock`.
     pub upgrade_socket: Option<Spanned<String>>,
+    /// Limits on what clients may send and hold.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[server] limits = { … }`: what a client may send and hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LimitsSection {
+    /// Milliseconds a new connection has to deliver its first request head (a client sending
+    /// one byte at a time is cut off). Default 10000.
+    pub head_timeout_ms: Option<Spanned<u64>>,
+    /// Milliseconds a kept-alive connection may wait for its next request (plus the head
+    /// timeout to deliver it). Default 60000.
+    pub idle_timeout_ms: Option<Spanned<u64>>,
+    /// The largest request head (request line and headers), in bytes; larger gets 431.
+    /// Default 65536.
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// The most request headers; more gets 431. Default 100.
+    pub max_headers: Option<Spanned<u64>>,
+    /// Client connections open at once; more are closed at accept. Default 10000.
+    pub max_connections: Option<Spanned<u64>>,
+    /// The largest request body, in bytes, for routes without their own; larger gets 413.
+    /// Default: no limit.
+    pub max_body_bytes: Option<Spanned<u64>>,
 }
 
 /// `[admin]`: the management listener.
@@ -243,6 +267,8 @@ pub struct RouteSection {
     /// Response filters run before the site's.
     #[serde(default)]
     pub response_filters: Vec<Spanned<String>>,
+    /// The largest request body, in bytes; larger gets 413. Default: `[server] limits`'s.
+    pub max_body_bytes: Option<Spanned<u64>>,
 }
 
 /// A reference to a plugin: its name, or an inline table configuring one for this place only.

@@ -8,6 +8,25 @@ use super::diagnostics::Collector;
 use super::model::{ConfigFile, DEFAULT_BALANCER, DEFAULT_LISTEN, DEFAULT_SPLIT};
 use crate::plugin::{MAX_PLUGIN_MEMORY_BYTES, Role, builtin_names};
 
+/// A setting's value if it is in `min..=max`; otherwise the problem is reported and `default`
+/// stands in (so later checks still run).
+pub fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    value: &Option<toml::Spanned<T>>,
+    name: &str,
+    (min, max): (T, T),
+    default: T,
+    c: &mut Collector<'_>,
+) -> T {
+    match value {
+        None => default,
+        Some(v) if (min..=max).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            c.error(v.span(), format!("{name} must be between {min} and {max}"));
+            default
+        }
+    }
+}
+
 /// Whether `s` is an HTTP token (a method or header name).
 pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -45,6 +64,7 @@ pub fn resolve_address(address: &str) -> Result<Vec<SocketAddr>, String> {
 /// Records every problem of `config` in `c`.
 pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
     validate_server(config, c);
+    crate::proxy::limits::ClientLimits::from_config(&config.server.limits, c);
     let plugin_names = validate_plugins(config, c);
     let builtins: HashSet<&str> = builtin_names().collect();
     let unreadable = &config.unreadable_names;
@@ -116,6 +136,7 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
         }
         for route in &site.routes {
             let r = route.get_ref();
+            crate::proxy::limits::body_limit(&r.max_body_bytes, c);
             if let Some(name) = &r.name
                 && !route_names.insert(name.get_ref().clone())
             {

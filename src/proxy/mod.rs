@@ -10,7 +10,9 @@
 //! The request head is moved into a [`RequestView`] for each group of plugin calls and moved back
 //! afterwards, so plugins read and change the live head without copies.
 
+pub mod connection;
 mod hop;
+pub mod limits;
 pub mod server;
 pub mod shutdown;
 pub mod systemd;
@@ -90,6 +92,9 @@ pub struct RequestCtx {
     started: Instant,
     /// When the upstream's `total_ms` runs out.
     deadline: Option<Instant>,
+    /// Request body bytes read so far, against the route's `max_body_bytes`.
+    body_read: u64,
+    max_body_bytes: Option<u64>,
     _counted: RequestGuard,
 }
 
@@ -274,14 +279,34 @@ fn local_reply_head(reply: &LocalResponse) -> Result<ResponseHeader> {
     Ok(head)
 }
 
+/// How much of an unread request body is read and dropped after an early answer, and for how
+/// long, before the connection closes.
+const DRAIN_LIMIT: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Sends a reply the proxy makes itself. A request body that was not read would be taken for the
-/// next request on a kept-alive connection, so such connections are closed afterwards.
+/// next request on a kept-alive connection, so such connections are closed afterwards; before
+/// closing, some of the body is read and dropped, because closing a socket with unread data
+/// resets the connection, and the reset can destroy the answer before the client reads it.
 async fn write_local_reply(session: &mut Session, head: ResponseHeader, body: Vec<u8>) -> Result<()> {
-    if !session.is_body_empty() {
+    let unread_body = !session.is_body_empty() && !session.is_body_done();
+    if unread_body {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(head), false).await?;
     session.write_response_body(Some(Bytes::from(body)), true).await?;
+    if unread_body {
+        let mut drained = 0usize;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while drained < DRAIN_LIMIT {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => drained += chunk.len(),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        })
+        .await;
+    }
     Ok(())
 }
 
@@ -337,8 +362,20 @@ impl ProxyHttp for SwitchyardProxy {
             upstream_started: None,
             started: Instant::now(),
             deadline: None,
+            body_read: 0,
+            max_body_bytes: None,
             _counted: self.requests.enter(),
         }
+    }
+
+    /// The head is in: the connection's head deadline is met. A head over the client limits is
+    /// answered 431 (and the connection closed).
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        connection::head_received();
+        if let Some(problem) = ctx.generation.limits.head_problem(session.req_header()) {
+            return Err(Error::explain(ErrorType::HTTPStatus(431), problem));
+        }
+        Ok(())
     }
 
     /// Runs the global filters, the router, the route's filters and split. Returns `Ok(true)`
@@ -359,7 +396,29 @@ impl ProxyHttp for SwitchyardProxy {
         let verdict = self.decide(ctx);
         swap_head(session, ctx);
         match verdict {
-            Verdict::Proxy => Ok(false),
+            Verdict::Proxy => {
+                ctx.max_body_bytes = match ctx.route.as_ref().and_then(|r| ctx.generation.routes.get(r)) {
+                    Some(settings) => settings.max_body_bytes,
+                    None => ctx.generation.fallback_route.max_body_bytes,
+                };
+                let declared = session
+                    .req_header()
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+                if let (Some(limit), Some(length)) = (ctx.max_body_bytes, declared)
+                    && length > limit
+                {
+                    // The body is not read: the connection closes after the answer.
+                    let reply = text_reply(
+                        413,
+                        &format!("the request body of {length} bytes is over this route's limit of {limit}"),
+                    );
+                    send_local_reply(session, reply).await?;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
             Verdict::Reply(reply) => {
                 // The proxy's own answers (404, a filter's reply) get the same response policy as
                 // proxied ones: security headers, response edits.
@@ -480,6 +539,28 @@ impl ProxyHttp for SwitchyardProxy {
         e
     }
 
+    /// Counts the request body against the route's `max_body_bytes` (for bodies without a
+    /// Content-Length, or longer than it said): over the limit, the request ends with 413 if no
+    /// response has started.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(limit), Some(chunk)) = (ctx.max_body_bytes, body.as_ref()) {
+            ctx.body_read += chunk.len() as u64;
+            if ctx.body_read > limit {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("the request body is over this route's limit of {limit} bytes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Enforces the upstream's `total_ms` while the response body streams.
     fn upstream_response_body_filter(
         &self,
@@ -541,6 +622,7 @@ impl ProxyHttp for SwitchyardProxy {
 
     /// Records the backend's outcome and writes the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        connection::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let (Some(_), Some(upstream), Some(&i)) = (ctx.in_flight.take(), &ctx.upstream, ctx.tried.last()) {
             if e.is_some() || status >= 500 {

@@ -17,7 +17,8 @@ use pingora::server::configuration::{Opt, ServerConf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::shutdown::{self, LateCleanup};
+use super::connection::ConnectionGuard;
+use super::shutdown;
 use super::systemd;
 use super::upgrade::Upgrader;
 use super::{RequestCount, SwitchyardProxy};
@@ -76,8 +77,10 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
 
     let proxy =
         pingora::proxy::http_proxy(&server.configuration, SwitchyardProxy::new(current.clone(), requests.clone()));
-    let mut service =
-        pingora::services::listening::Service::new("switchyard proxy".to_string(), LateCleanup(Arc::new(proxy)));
+    let mut service = pingora::services::listening::Service::new(
+        "switchyard proxy".to_string(),
+        ConnectionGuard::new(Arc::new(proxy), current.clone()),
+    );
     for addr in &process.listen {
         service.add_tcp(&addr.to_string());
         tracing::info!("listening on http://{addr}");
@@ -147,7 +150,8 @@ impl EmbeddedProxy {
         let current = Arc::new(ArcSwap::from_pointee(generation));
         let conf = Arc::new(ServerConf::default());
         let requests = Arc::new(RequestCount::default());
-        let app = Arc::new(pingora::proxy::http_proxy(&conf, SwitchyardProxy::new(current.clone(), requests)));
+        let proxy = Arc::new(pingora::proxy::http_proxy(&conf, SwitchyardProxy::new(current.clone(), requests)));
+        let app = Arc::new(ConnectionGuard::new(proxy, current.clone()));
         let (shutdown, watch) = watch::channel(false);
         let mut stop = watch.clone();
         tokio::spawn(async move {

@@ -3,47 +3,23 @@
 //! progress with `Connection: close`; it would then sleep for a fixed grace period. This exits
 //! instead as soon as no request is in progress (WebSockets included), or when the serving
 //! generation's `grace_period_s` has passed, whichever comes first.
-//!
-//! Pingora closes every connection still waiting for a request head the moment it stops
-//! accepting, including one accepted a moment earlier whose request is on its way: that client
-//! gets a reset (seen in the upgrade test, about one request in a few hundred). [`LateCleanup`]
-//! gives such connections [`HEAD_WAIT`] to deliver their request before Pingora closes the idle
-//! ones; a request that arrives in that time is served (with `Connection: close`).
+//! Connections accepted just before the listener closed get [`HEAD_WAIT`] to deliver their
+//! request first (see [`super::connection`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
-use pingora::server::{ExecutionPhase, ShutdownWatch};
+use pingora::server::ExecutionPhase;
 use tokio::sync::broadcast;
 
 use super::RequestCount;
+use super::connection::HEAD_WAIT;
 use crate::generation::Generation;
 
 /// How often the requests in progress are counted while draining.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
-
-/// How long connections accepted before the listener closed may take to send a request head.
-pub const HEAD_WAIT: Duration = Duration::from_secs(1);
-
-/// A server application whose shutdown clean-up (closing connections idle between requests)
-/// waits [`HEAD_WAIT`] after the listener stopped accepting.
-pub struct LateCleanup<A>(pub Arc<A>);
-
-#[async_trait::async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for LateCleanup<A> {
-    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        self.0.process_new(session, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        tokio::time::sleep(HEAD_WAIT).await;
-        self.0.cleanup().await;
-    }
-}
 
 /// Writes this process's pid to `path` (atomically, so a reader never sees half of it).
 pub fn write_pid_file(path: &Path) -> std::io::Result<()> {

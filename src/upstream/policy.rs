@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::config::model::{HealthCheckSection, UpstreamSection};
-use crate::config::{Collector, is_token};
+use crate::config::{Collector, in_range, is_token};
 
 /// Per-upstream timeouts.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,26 +92,12 @@ const MAX_MS: u64 = 86_400_000;
 
 /// A millisecond value in `min..=MAX_MS`, or `default`.
 fn millis(value: &Option<Spanned<u64>>, name: &str, min: u64, default: Duration, c: &mut Collector<'_>) -> Duration {
-    match value {
-        None => default,
-        Some(v) if (min..=MAX_MS).contains(v.get_ref()) => Duration::from_millis(*v.get_ref()),
-        Some(v) => {
-            c.error(v.span(), format!("{name} must be between {min} and {MAX_MS} ms"));
-            default
-        }
-    }
+    Duration::from_millis(in_range(value, name, (min, MAX_MS), default.as_millis() as u64, c))
 }
 
 /// A count in `min..=max`, or `default`.
-fn count(value: &Option<Spanned<u32>>, name: &str, (min, max): (u32, u32), default: u32, c: &mut Collector<'_>) -> u32 {
-    match value {
-        None => default,
-        Some(v) if (min..=max).contains(v.get_ref()) => *v.get_ref(),
-        Some(v) => {
-            c.error(v.span(), format!("{name} must be between {min} and {max}"));
-            default
-        }
-    }
+fn count(value: &Option<Spanned<u32>>, name: &str, range: (u32, u32), default: u32, c: &mut Collector<'_>) -> u32 {
+    in_range(value, name, range, default, c)
 }
 
 fn health_check(h: &HealthCheckSection, c: &mut Collector<'_>) -> HealthCheck {

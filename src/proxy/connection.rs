@@ -1,0 +1,152 @@
+//! Client connections, around Pingora's HTTP application: how many may be open at once, how
+//! long one may take to deliver a request head or sit idle between requests, and the late
+//! clean-up at shutdown.
+//!
+//! Pingora reads a request head with a timeout per read, so a client sending one byte every
+//! second would hold its connection for as long as it likes (slowloris). Here each request's
+//! whole head has a deadline: [`ClientLimits::head_timeout`] on a new connection, plus
+//! [`ClientLimits::idle_timeout`] on a kept-alive one (whose wait for the next request counts
+//! too). The proxy says when a head is read ([`head_received`]) and when a request is done
+//! ([`request_done`]); a connection whose head is not in by its deadline is closed.
+//!
+//! At shutdown Pingora closes every connection still waiting for a request head the moment it
+//! stops accepting, including one accepted a moment earlier whose request is on its way: that
+//! client would get a reset (seen in the upgrade test, about one request in a few hundred). The
+//! clean-up is delayed by [`HEAD_WAIT`] so such connections deliver their request and are served
+//! (with `Connection: close`).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+
+use super::limits::ClientLimits;
+use crate::generation::Generation;
+use crate::upstream::now_ms;
+
+/// How long connections accepted before the listener closed may take to send a request head.
+pub const HEAD_WAIT: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    static HEAD: Arc<HeadState>;
+}
+
+/// Where a connection is: reading a request head since some time, or serving a request.
+#[derive(Debug)]
+struct HeadState {
+    /// [`now_ms`] + 1 when the connection started waiting for a head; 0 while a request is served.
+    waiting_since: AtomicU64,
+    /// Whether a request was served on this connection (the next head may take the idle time too).
+    reused: AtomicBool,
+}
+
+impl HeadState {
+    /// When the head being waited for is late, or `None` while a request is served.
+    fn deadline_ms(&self, limits: &ClientLimits) -> Option<u64> {
+        let since = self.waiting_since.load(Ordering::Relaxed).checked_sub(1)?;
+        let mut allowed = limits.head_timeout;
+        if self.reused.load(Ordering::Relaxed) {
+            allowed += limits.idle_timeout;
+        }
+        Some(since + allowed.as_millis() as u64)
+    }
+}
+
+/// Called by the proxy once a request head is parsed: the head deadline is met.
+pub fn head_received() {
+    let _ = HEAD.try_with(|state| state.waiting_since.store(0, Ordering::Relaxed));
+}
+
+/// Called by the proxy when a request ends: a kept-alive connection now waits for the next head.
+pub fn request_done() {
+    let _ = HEAD.try_with(|state| {
+        state.reused.store(true, Ordering::Relaxed);
+        state.waiting_since.store(now_ms() + 1, Ordering::Relaxed);
+    });
+}
+
+/// Counters of what the guard did, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connections closed because their request head did not arrive in time.
+    pub head_timeouts: AtomicU64,
+    /// Connections closed at accept because `max_connections` were open.
+    pub over_limit: AtomicU64,
+}
+
+/// Pingora's HTTP application `A` with connection limits and a late shutdown clean-up.
+pub struct ConnectionGuard<A> {
+    inner: Arc<A>,
+    current: Arc<ArcSwap<Generation>>,
+    /// Open connections, by their socket digest's address (one digest per connection).
+    open: Mutex<HashSet<usize>>,
+    pub stats: Arc<ConnectionStats>,
+}
+
+impl<A> ConnectionGuard<A> {
+    /// Guards `inner` with the limits of whatever generation `current` holds.
+    pub fn new(inner: Arc<A>, current: Arc<ArcSwap<Generation>>) -> Self {
+        ConnectionGuard { inner, current, open: Mutex::new(HashSet::new()), stats: Arc::default() }
+    }
+
+    fn forget(&self, key: Option<usize>) {
+        if let Some(key) = key {
+            self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let limits = self.current.load().limits.clone();
+        // One call per connection (Pingora serves a kept-alive connection's requests inside it),
+        // but it may hand a connection back for another call: count each connection once.
+        let key = stream.get_socket_digest().map(|d| Arc::as_ptr(&d) as usize);
+        if let Some(key) = key {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if !open.contains(&key) && open.len() >= limits.max_connections {
+                self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{} client connections are open, the most allowed; closing a new one", open.len());
+                return None;
+            }
+            open.insert(key);
+        }
+        let state = Arc::new(HeadState { waiting_since: AtomicU64::new(now_ms() + 1), reused: AtomicBool::new(false) });
+        let request = HEAD.scope(state.clone(), self.inner.process_new(stream, shutdown));
+        tokio::pin!(request);
+        // Pingora serves every request of a kept-alive connection inside this one call, so the
+        // deadline is looked at again whenever it could have passed.
+        let next = loop {
+            let limits = self.current.load().limits.clone();
+            let now = now_ms();
+            let wait = match state.deadline_ms(&limits) {
+                Some(deadline) if deadline <= now => {
+                    self.stats.head_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("closing a client connection whose request head did not arrive in time");
+                    break None;
+                }
+                Some(deadline) => Duration::from_millis(deadline - now),
+                None => limits.head_timeout,
+            };
+            tokio::select! {
+                next = &mut request => break next,
+                () = tokio::time::sleep(wait) => {}
+            }
+        };
+        if next.is_none() {
+            self.forget(key);
+        }
+        next
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(HEAD_WAIT).await;
+        self.inner.cleanup().await;
+    }
+}
