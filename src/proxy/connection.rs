@@ -135,6 +135,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
                 None => limits.head_timeout,
             };
             tokio::select! {
+                // The request is what usually wakes this task: look at it first.
+                biased;
                 next = &mut request => break next,
                 () = tokio::time::sleep(wait) => {}
             }
