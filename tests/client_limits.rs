@@ -100,7 +100,7 @@ async fn heads_over_the_limits_get_431_and_bodies_over_them_413() {
     let r = client.post(&url).body(vec![b'x'; 1000]).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 200);
     let small = format!("http://{}/small", proxy.local_addr);
-    let r = client.post(&small).body(vec![b'x'; 11]).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let r = client.post(&small).body(vec![b'x'; 11]).send().await.unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(r.status(), 413);
 
     // A chunked body with no length: counted as it streams.

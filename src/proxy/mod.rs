@@ -609,6 +609,9 @@ impl ProxyHttp for SwitchyardProxy {
             },
         };
         if code > 0 && session.response_written().is_none() {
+            // The connection closes after this answer: say so, so no client sends another
+            // request on it.
+            session.set_keepalive(None);
             let message = match e.context.as_ref() {
                 Some(context) => context.as_str().to_string(),
                 None => e.etype().as_str().to_string(),
