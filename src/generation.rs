@@ -70,10 +70,20 @@ pub struct Generation {
     pub process: ProcessSettings,
     /// What clients may send and hold.
     pub limits: ClientLimits,
+    /// `[[tcp]]` routes: listener → upstream.
+    pub tcp_routes: Vec<TcpRoute>,
     /// The configuration file and the plugin files it names (what `watch = true` polls).
     pub watched_files: Vec<PathBuf>,
     /// Which plugins this generation took over from the previous one and which it loaded.
     pub report: BuildReport,
+}
+
+/// A `[[tcp]]` route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRoute {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub upstream: String,
 }
 
 /// Settings of the process rather than of requests. Some only take effect at start (see
@@ -89,6 +99,8 @@ pub struct ProcessSettings {
     pub grace_period: Duration,
     /// Reload when a watched file changes.
     pub watch: bool,
+    /// The `[[tcp]]` listeners.
+    pub tcp_listen: Vec<SocketAddr>,
 }
 
 impl ProcessSettings {
@@ -111,6 +123,9 @@ impl ProcessSettings {
         if self.admin_listen != next.admin_listen {
             keys.push("admin.listen");
         }
+        if self.tcp_listen != next.tcp_listen {
+            keys.push("tcp.listen");
+        }
         keys
     }
 
@@ -122,6 +137,7 @@ impl ProcessSettings {
         next.pid_file = self.pid_file.clone();
         next.upgrade_socket = self.upgrade_socket.clone();
         next.admin_listen = self.admin_listen;
+        next.tcp_listen = self.tcp_listen.clone();
     }
 }
 
@@ -828,6 +844,7 @@ pub fn build(
         fallback_route,
         upstreams,
         plugins,
+        tcp_routes: tcp_routes(config),
         process,
         limits,
         watched_files,
@@ -856,7 +873,22 @@ fn process_settings(config: &ConfigFile, base_dir: &Path) -> ProcessSettings {
             server.grace_period_s.as_ref().map_or(DEFAULT_GRACE_PERIOD_S, |g| *g.get_ref()),
         ),
         watch: server.watch,
+        tcp_listen: tcp_routes(config).into_iter().map(|r| r.listen).collect(),
     }
+}
+
+/// The `[[tcp]]` routes of a validated `config`.
+fn tcp_routes(config: &ConfigFile) -> Vec<TcpRoute> {
+    config
+        .tcp_routes
+        .iter()
+        .filter_map(|t| {
+            let t = t.get_ref();
+            let listen: SocketAddr = t.listen.get_ref().parse().ok()?;
+            let name = t.name.as_ref().map_or_else(|| listen.to_string(), |n| n.get_ref().clone());
+            Some(TcpRoute { name, listen, upstream: t.upstream.get_ref().clone() })
+        })
+        .collect()
 }
 
 /// Reads, checks and builds the configuration at `path`.

@@ -1,9 +1,9 @@
 //! Streaming bodies through the real binary: a 1 GiB upload and a 1 GiB download, with the
 //! proxy's peak resident memory (VmHWM) measured against what it used before.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -86,15 +86,6 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Reads a response head from `stream`; the status and the Content-Length.
 async fn read_head(stream: &mut BufReader<TcpStream>) -> (u16, u64) {
     let mut line = String::new();
@@ -119,10 +110,7 @@ async fn read_head(stream: &mut BufReader<TcpStream>) -> (u16, u64) {
 async fn a_gibibyte_each_way_streams_through_with_bounded_memory() {
     let origin = origin().await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let listen = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        l.local_addr().unwrap_or_else(|e| panic!("{e}"))
-    };
+    let listen = common::closed_port();
     let config = dir.path().join("switchyard.toml");
     std::fs::write(
         &config,
@@ -131,17 +119,8 @@ async fn a_gibibyte_each_way_streams_through_with_bounded_memory() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let proxy = Proxy(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("SWITCHYARD_PLUGIN_CACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
-            .env("SWITCHYARD_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn: {e}")),
-    );
-    let pid = proxy.0.id();
+    let proxy = common::RunningBinary::start(&config);
+    let pid = proxy.pid();
     let started = Instant::now();
     let mut warm = None;
     while started.elapsed() < Duration::from_secs(60) {

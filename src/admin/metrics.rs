@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::proxy::RequestCount;
 
@@ -21,6 +23,11 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     requests_in_progress: IntGauge,
     requests: Arc<RequestCount>,
+    /// `switchyard_tcp_connections_active{route}`: `[[tcp]]` connections open now.
+    pub tcp_active: IntGaugeVec,
+    /// `switchyard_tcp_connections_total{route,result}`: `[[tcp]]` connections accepted, by
+    /// whether a backend took them (`proxied`) or none could (`failed`).
+    pub tcp_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -56,6 +63,16 @@ impl Metrics {
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(last_reload_success.clone()))?;
         registry.register(Box::new(requests_in_progress.clone()))?;
+        let tcp_active = IntGaugeVec::new(
+            Opts::new("switchyard_tcp_connections_active", "Connections open on each [[tcp]] route"),
+            &["route"],
+        )?;
+        let tcp_total = IntCounterVec::new(
+            Opts::new("switchyard_tcp_connections_total", "Connections accepted on each [[tcp]] route, by result"),
+            &["route", "result"],
+        )?;
+        registry.register(Box::new(tcp_active.clone()))?;
+        registry.register(Box::new(tcp_total.clone()))?;
         Ok(Metrics {
             registry,
             reloads,
@@ -64,6 +81,8 @@ impl Metrics {
             last_reload_success,
             requests_in_progress,
             requests,
+            tcp_active,
+            tcp_total,
         })
     }
 

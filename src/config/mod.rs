@@ -111,6 +111,29 @@ timeout_ms = 0
     }
 
     #[test]
+    fn tcp_routes_are_checked() {
+        let text = "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[tcp]]\nname = \"db\"\nlisten = \"127.0.0.1:8080\"\nupstream = \"nowhere\"\n[[tcp]]\nname = \"db\"\nlisten = \"localhost\"\nupstream = \"nowhere\"\nport = 1\n";
+        let found = problems(text);
+        let expected = [
+            "c.toml:5:10: 127.0.0.1:8080 is already a listener of this configuration",
+            "c.toml:6:12: unknown upstream `nowhere`",
+            "c.toml:11:1: unknown key `port` in [[tcp]]",
+        ];
+        for e in expected {
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+        }
+        let fixed = "[[tcp]]\nname = \"db\"\nlisten = \"localhost\"\nupstream = \"nowhere\"\n[[tcp]]\nname = \"db\"\nlisten = \"127.0.0.1:5432\"\nupstream = \"u\"\n[[upstream]]\nname = \"u\"\nbackends = [{ address = \"127.0.0.1:5433\" }]\n";
+        let found = problems(fixed);
+        for e in [
+            "c.toml:3:10: tcp listen address `localhost` is not ip:port",
+            "c.toml:4:12: unknown upstream `nowhere`",
+            "c.toml:6:8: tcp route name `db` is used twice",
+        ] {
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+        }
+    }
+
+    #[test]
     fn an_unreadable_upstream_is_not_reported_again_where_it_is_used() {
         let text = "[[upstream]]\nname = \"u\"\nbackends = \"oops\"\n[[site]]\nhosts = [\"*\"]\n[[site.route]]\nupstream = \"u\"\n";
         let found = problems(text);

@@ -38,6 +38,7 @@ pub struct ConfigFile {
     pub upstreams: Vec<Spanned<UpstreamSection>>,
     pub sites: Vec<Spanned<SiteSection>>,
     pub plugins: Vec<Spanned<PluginSection>>,
+    pub tcp_routes: Vec<Spanned<TcpSection>>,
     /// Names of upstreams and plugins whose tables could not be read (already reported), so
     /// references to them are not reported again.
     pub unreadable_names: std::collections::HashSet<String>,
@@ -212,6 +213,18 @@ pub struct BackendSection {
     /// Send no new requests to this backend; requests in progress finish. Default false.
     #[serde(default)]
     pub drain: bool,
+}
+
+/// `[[tcp]]`: a TCP listener whose connections go, byte for byte, to a backend of an upstream
+/// (picked by its balancer among the healthy ones).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TcpSection {
+    /// The route's name in logs and metrics. Default: the listen address.
+    pub name: Option<Spanned<String>>,
+    /// Where it listens (`ip:port`).
+    pub listen: Spanned<String>,
+    /// The `[[upstream]]` whose backends take the connections.
+    pub upstream: Spanned<String>,
 }
 
 /// `[[site]]`: a set of host names with their routes.

@@ -8,7 +8,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diagnostics::{Collector, Diagnostics, SourceFile};
 use super::model::{
-    AdminSection, ConfigFile, PluginSection, RouteSection, ServerSection, SiteSection, UpstreamSection,
+    AdminSection, ConfigFile, PluginSection, RouteSection, ServerSection, SiteSection, TcpSection, UpstreamSection,
 };
 
 /// One step of a path into a TOML value.
@@ -156,9 +156,16 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
                     }
                 }
             }
+            "tcp" => {
+                for element in elements(value, "tcp", c) {
+                    if let Some(t) = read_part::<TcpSection>(element, "[[tcp]]", c) {
+                        config.tcp_routes.push(Spanned::new(element.span(), t));
+                    }
+                }
+            }
             other => c.error(
                 key.span(),
-                format!("unknown section `{other}` (expected server, admin, upstream, site or plugin)"),
+                format!("unknown section `{other}` (expected server, admin, upstream, site, plugin or tcp)"),
             ),
         }
     }

@@ -215,6 +215,35 @@ fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
             Ok(_) => {}
         }
     }
+    validate_tcp_routes(config, c);
+}
+
+/// Checks the `[[tcp]]` tables: addresses no other listener uses, names used once, known
+/// upstreams.
+fn validate_tcp_routes(config: &ConfigFile, c: &mut Collector<'_>) {
+    let mut taken: HashSet<SocketAddr> = config.server.listen.iter().filter_map(|l| l.get_ref().parse().ok()).collect();
+    taken.extend(config.admin.listen.as_ref().and_then(|a| a.get_ref().parse::<SocketAddr>().ok()));
+    let mut names = HashSet::new();
+    let upstreams: HashSet<&str> = config.upstreams.iter().map(|u| u.get_ref().name.get_ref().as_str()).collect();
+    for t in &config.tcp_routes {
+        let t = t.get_ref();
+        match t.listen.get_ref().parse::<SocketAddr>() {
+            Err(_) => c.error(t.listen.span(), format!("tcp listen address `{}` is not ip:port", t.listen.get_ref())),
+            Ok(addr) if !taken.insert(addr) => {
+                c.error(t.listen.span(), format!("{addr} is already a listener of this configuration"))
+            }
+            Ok(_) => {}
+        }
+        if let Some(name) = &t.name
+            && !names.insert(name.get_ref().clone())
+        {
+            c.error(name.span(), format!("tcp route name `{}` is used twice", name.get_ref()));
+        }
+        let upstream = t.upstream.get_ref();
+        if !upstreams.contains(upstream.as_str()) && !config.unreadable_names.contains(upstream) {
+            c.error(t.upstream.span(), format!("unknown upstream `{upstream}`"));
+        }
+    }
 }
 
 /// Checks the `[[plugin]]` tables and returns their names.

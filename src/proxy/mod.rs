@@ -16,6 +16,7 @@ pub mod limits;
 pub mod server;
 pub mod shutdown;
 pub mod systemd;
+pub mod tcp;
 pub mod upgrade;
 
 use std::sync::Arc;
@@ -62,14 +63,15 @@ impl RequestCount {
         self.0.load(Ordering::Acquire)
     }
 
-    fn enter(self: &Arc<Self>) -> RequestGuard {
+    /// Counts one request (or connection) in progress until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> RequestGuard {
         self.0.fetch_add(1, Ordering::AcqRel);
         RequestGuard(self.clone())
     }
 }
 
 /// Counts one request in progress until dropped with its context.
-struct RequestGuard(Arc<RequestCount>);
+pub struct RequestGuard(Arc<RequestCount>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {

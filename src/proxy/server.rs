@@ -86,6 +86,19 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
         tracing::info!("listening on http://{addr}");
     }
     server.add_service(service);
+    let tcp_routes = current.load().tcp_routes.clone();
+    for route in tcp_routes {
+        let app = super::tcp::TcpProxy {
+            listen: route.listen,
+            current: current.clone(),
+            metrics: metrics.clone(),
+            requests: requests.clone(),
+        };
+        let mut tcp = pingora::services::listening::Service::new(format!("switchyard tcp {}", route.name), app);
+        tcp.add_tcp(&route.listen.to_string());
+        server.add_service(tcp);
+        tracing::info!("tcp route {} on {} → upstream {}", route.name, route.listen, route.upstream);
+    }
     if let Some(addr) = process.admin_listen {
         let api =
             AdminApi { reloader: reloader.clone(), upgrader: upgrader.clone(), metrics, requests: requests.clone() };

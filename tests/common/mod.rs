@@ -173,3 +173,32 @@ pub fn set_cookie(answer: &Answer) -> Option<String> {
     let value = answer.headers.get("set-cookie")?.to_str().ok()?;
     value.split(';').next().map(|pair| pair.trim().to_string())
 }
+
+/// `switchyard run --config <config>` as a child process (plugin cache under the target dir,
+/// warnings only), killed when dropped.
+pub struct RunningBinary(pub std::process::Child);
+
+impl RunningBinary {
+    pub fn start(config: &std::path::Path) -> RunningBinary {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("SWITCHYARD_PLUGIN_CACHE", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn switchyard: {e}"));
+        RunningBinary(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
