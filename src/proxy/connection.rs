@@ -15,9 +15,8 @@
 //! clean-up is delayed by [`HEAD_WAIT`] so such connections deliver their request and are served
 //! (with `Connection: close`).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -70,66 +69,53 @@ pub fn request_done() {
     });
 }
 
-/// Counters of what the guard did, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    /// Connections closed because their request head did not arrive in time.
-    pub head_timeouts: AtomicU64,
-    /// Connections closed at accept because `max_connections` were open.
-    pub over_limit: AtomicU64,
-}
-
 /// Pingora's HTTP application `A` with connection limits and a late shutdown clean-up.
 pub struct ConnectionGuard<A> {
     inner: Arc<A>,
     current: Arc<ArcSwap<Generation>>,
-    /// Open connections, by their socket digest's address (one digest per connection).
-    open: Mutex<HashSet<usize>>,
-    pub stats: Arc<ConnectionStats>,
+    /// Connections being served now.
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts one open connection until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<A> ConnectionGuard<A> {
     /// Guards `inner` with the limits of whatever generation `current` holds.
     pub fn new(inner: Arc<A>, current: Arc<ArcSwap<Generation>>) -> Self {
-        ConnectionGuard { inner, current, open: Mutex::new(HashSet::new()), stats: Arc::default() }
-    }
-
-    fn forget(&self, key: Option<usize>) {
-        if let Some(key) = key {
-            self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        }
+        ConnectionGuard { inner, current, open: Arc::default() }
     }
 }
 
 #[async_trait::async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let limits = self.current.load().limits.clone();
-        // One call per connection (Pingora serves a kept-alive connection's requests inside it),
-        // but it may hand a connection back for another call: count each connection once.
-        let key = stream.get_socket_digest().map(|d| Arc::as_ptr(&d) as usize);
-        if let Some(key) = key {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            if !open.contains(&key) && open.len() >= limits.max_connections {
-                self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("{} client connections are open, the most allowed; closing a new one", open.len());
-                return None;
-            }
-            open.insert(key);
+        // One call per connection: Pingora serves a kept-alive connection's requests inside it.
+        let max_connections = self.current.load().limits.max_connections;
+        let open = self.open.fetch_add(1, Ordering::Relaxed);
+        let _counted = OpenConnection(self.open.clone());
+        if open >= max_connections {
+            tracing::warn!("{open} client connections are open, the most allowed; closing a new one");
+            return None;
         }
         let state = Arc::new(HeadState { waiting_since: AtomicU64::new(now_ms() + 1), reused: AtomicBool::new(false) });
         let request = HEAD.scope(state.clone(), self.inner.process_new(stream, shutdown));
         tokio::pin!(request);
         // Pingora serves every request of a kept-alive connection inside this one call, so the
         // deadline is looked at again whenever it could have passed.
-        let next = loop {
+        loop {
             let limits = self.current.load().limits.clone();
             let now = now_ms();
             let wait = match state.deadline_ms(&limits) {
                 Some(deadline) if deadline <= now => {
-                    self.stats.head_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("closing a client connection whose request head did not arrive in time");
-                    break None;
+                    return None;
                 }
                 Some(deadline) => Duration::from_millis(deadline - now),
                 None => limits.head_timeout,
@@ -137,14 +123,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
             tokio::select! {
                 // The request is what usually wakes this task: look at it first.
                 biased;
-                next = &mut request => break next,
+                next = &mut request => return next,
                 () = tokio::time::sleep(wait) => {}
             }
-        };
-        if next.is_none() {
-            self.forget(key);
         }
-        next
     }
 
     async fn cleanup(&self) {

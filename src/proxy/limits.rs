@@ -92,7 +92,7 @@ impl ClientLimits {
             return Some(format!("{count} request headers; at most {} are accepted", self.max_headers));
         }
         // The request line, then `name: value\r\n` per header.
-        let line = head.method.as_str().len() + head.uri.to_string().len() + 12;
+        let line = head.method.as_str().len() + head.raw_path().len() + 12;
         let bytes: usize = line + head.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
         (bytes > self.max_header_bytes)
             .then(|| format!("a request head of {bytes} bytes; at most {} are accepted", self.max_header_bytes))

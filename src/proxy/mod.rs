@@ -92,8 +92,6 @@ pub struct RequestCtx {
     in_flight: Option<InFlight>,
     upstream_started: Option<Instant>,
     started: Instant,
-    /// When the upstream's `total_ms` runs out.
-    deadline: Option<Instant>,
     /// Request body bytes read so far, against the route's `max_body_bytes`.
     body_read: u64,
     max_body_bytes: Option<u64>,
@@ -113,9 +111,25 @@ impl RequestCtx {
         })
     }
 
+    /// When the upstream's `total_ms` runs out.
+    fn deadline(&self) -> Option<Instant> {
+        self.upstream.as_ref()?.policy.timeouts.total.map(|t| self.started + t)
+    }
+
+    /// The route's settings, or the fallback's before a route is known.
+    fn route_settings(&self) -> &RouteSettings {
+        self.route.as_ref().and_then(|r| self.generation.routes.get(r)).unwrap_or(&self.generation.fallback_route)
+    }
+
+    /// Ends the attempt in flight: its upstream and backend index, if one was in flight.
+    fn end_attempt(&mut self) -> Option<(&Upstream, usize)> {
+        self.in_flight.take()?;
+        Some((self.upstream.as_deref()?, *self.tried.last()?))
+    }
+
     /// Ends the current attempt as failed, counting it against its backend.
     fn attempt_failed(&mut self) {
-        if let (Some(_), Some(upstream), Some(&i)) = (self.in_flight.take(), &self.upstream, self.tried.last()) {
+        if let Some((upstream, i)) = self.end_attempt() {
             upstream.record_failure(i);
         }
     }
@@ -125,7 +139,7 @@ impl RequestCtx {
     fn may_retry(&self) -> bool {
         let Some(upstream) = &self.upstream else { return false };
         self.tried.len() <= upstream.policy.retries.max_retries as usize
-            && self.deadline.is_none_or(|d| Instant::now() < d)
+            && self.deadline().is_none_or(|d| Instant::now() < d)
             && self.untried_candidates(upstream).next().is_some()
             && upstream.retry_budget.withdraw()
     }
@@ -225,7 +239,6 @@ impl SwitchyardProxy {
             return Verdict::Reply(text_reply(502, "the route's upstream is not configured"));
         };
         ctx.upstream = Some(upstream.clone());
-        ctx.deadline = upstream.policy.timeouts.total.map(|t| ctx.started + t);
         let settings: &RouteSettings = generation.routes.get(&decision.name).unwrap_or(&generation.fallback_route);
         ctx.route = Some(decision.name);
         {
@@ -241,7 +254,6 @@ impl SwitchyardProxy {
                     Ok(Some(SplitChoice::Upstream(name))) => match generation.upstreams.get(&name) {
                         Some(other) => {
                             note_variant(&mut ctx.view, &name);
-                            ctx.deadline = other.policy.timeouts.total.map(|t| ctx.started + t);
                             ctx.upstream = Some(other.clone());
                         }
                         None => {
@@ -363,7 +375,6 @@ impl ProxyHttp for SwitchyardProxy {
             in_flight: None,
             upstream_started: None,
             started: Instant::now(),
-            deadline: None,
             body_read: 0,
             max_body_bytes: None,
             _counted: self.requests.enter(),
@@ -399,10 +410,7 @@ impl ProxyHttp for SwitchyardProxy {
         swap_head(session, ctx);
         match verdict {
             Verdict::Proxy => {
-                ctx.max_body_bytes = match ctx.route.as_ref().and_then(|r| ctx.generation.routes.get(r)) {
-                    Some(settings) => settings.max_body_bytes,
-                    None => ctx.generation.fallback_route.max_body_bytes,
-                };
+                ctx.max_body_bytes = ctx.route_settings().max_body_bytes;
                 let declared = session
                     .req_header()
                     .headers
@@ -440,7 +448,8 @@ impl ProxyHttp for SwitchyardProxy {
         let Some(upstream) = ctx.upstream.clone() else {
             return Err(status_error(500, "no upstream chosen"));
         };
-        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        let deadline = ctx.deadline();
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(status_error(504, "the upstream's total_ms ran out"));
         }
         let offered: Vec<usize> = ctx.untried_candidates(&upstream).collect();
@@ -487,18 +496,13 @@ impl ProxyHttp for SwitchyardProxy {
         let now = Instant::now();
         ctx.upstream_started = Some(now);
         let timeouts = &upstream.policy.timeouts;
+        // No single wait outlasts the whole request's deadline.
+        let capped = |t: std::time::Duration| Some(deadline.map_or(t, |d| t.min(d.saturating_duration_since(now))));
         let mut peer = HttpPeer::new(backend.address, false, String::new());
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.read_timeout = Some(timeouts.read);
-        peer.options.write_timeout = Some(timeouts.write);
+        peer.options.connection_timeout = capped(timeouts.connect);
+        peer.options.read_timeout = capped(timeouts.read);
+        peer.options.write_timeout = capped(timeouts.write);
         peer.options.idle_timeout = Some(timeouts.idle);
-        if let Some(deadline) = ctx.deadline {
-            // No single wait outlasts the whole request's deadline.
-            let left = deadline.saturating_duration_since(now);
-            peer.options.connection_timeout = Some(timeouts.connect.min(left));
-            peer.options.read_timeout = Some(timeouts.read.min(left));
-            peer.options.write_timeout = Some(timeouts.write.min(left));
-        }
         Ok(Box::new(peer))
     }
 
@@ -571,7 +575,7 @@ impl ProxyHttp for SwitchyardProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        if ctx.deadline().is_some_and(|d| Instant::now() >= d) {
             return Err(Error::explain(ErrorType::ReadTimedout, "the upstream's total_ms ran out during the response"));
         }
         Ok(None)
@@ -629,10 +633,11 @@ impl ProxyHttp for SwitchyardProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         connection::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        if let (Some(_), Some(upstream), Some(&i)) = (ctx.in_flight.take(), &ctx.upstream, ctx.tried.last()) {
+        let upstream_started = ctx.upstream_started;
+        if let Some((upstream, i)) = ctx.end_attempt() {
             if e.is_some() || status >= 500 {
                 upstream.record_failure(i);
-            } else if let Some(started) = ctx.upstream_started {
+            } else if let Some(started) = upstream_started {
                 upstream.record_success(i, started.elapsed());
             }
         }

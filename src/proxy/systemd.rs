@@ -53,9 +53,6 @@ pub fn notify_lifecycle(mut phases: broadcast::Receiver<ExecutionPhase>) -> std:
 
 /// A reload is starting.
 pub fn reloading() {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(e) => tracing::warn!("cannot read the monotonic clock for the service manager: {e}"),
@@ -64,8 +61,5 @@ pub fn reloading() {
 
 /// A reload ended (applied or refused: either way the process serves).
 pub fn reloaded(status: &str) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }

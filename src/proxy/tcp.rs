@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::RequestCount;
 use crate::admin::Metrics;
-use crate::generation::Generation;
+use crate::generation::{Generation, TcpRoute};
 use crate::plugin::RequestView;
 
 /// The application behind one `[[tcp]]` listener.
@@ -34,15 +34,13 @@ pub struct TcpProxy {
 }
 
 impl TcpProxy {
-    /// Connects to a backend of the route's upstream: the balancer's pick first, then the
+    /// Connects to a backend of `route`'s upstream: the balancer's pick first, then the
     /// others, skipping any that fail.
-    async fn connect(&self, client: Option<std::net::IpAddr>) -> Result<(String, TcpStream), String> {
-        let generation = self.current.load_full();
-        let route = generation
-            .tcp_routes
-            .iter()
-            .find(|r| r.listen == self.listen)
-            .ok_or_else(|| format!("no [[tcp]] route listens on {} any more", self.listen))?;
+    async fn connect(
+        generation: &Generation,
+        route: &TcpRoute,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<TcpStream, String> {
         let upstream = generation
             .upstreams
             .get(&route.upstream)
@@ -72,7 +70,7 @@ impl TcpProxy {
                 Ok(Ok(stream)) => {
                     upstream.record_success(i, started.elapsed());
                     let _ = stream.set_nodelay(true);
-                    return Ok((route.name.clone(), stream));
+                    return Ok(stream);
                 }
                 Ok(Err(e)) => tracing::warn!(route = %route.name, backend = %backend.label, "connect: {e}"),
                 Err(_) => {
@@ -93,27 +91,27 @@ impl ServerApp for TcpProxy {
             Some(PingoraSocketAddr::Inet(addr)) => Some(addr.ip()),
             _ => None,
         };
-        let route_name = self
-            .current
-            .load()
-            .tcp_routes
-            .iter()
-            .find(|r| r.listen == self.listen)
-            .map_or_else(|| self.listen.to_string(), |r| r.name.clone());
-        match self.connect(client).await {
-            Ok((route, mut upstream)) => {
-                self.metrics.tcp_total.with_label_values(&[&route, "proxied"]).inc();
-                let active = self.metrics.tcp_active.with_label_values(&[&route]);
+        // The route is looked up at each connection, so a reload can point it elsewhere.
+        let generation = self.current.load_full();
+        let Some(route) = generation.tcp_routes.iter().find(|r| r.listen == self.listen) else {
+            tracing::warn!("no [[tcp]] route listens on {} any more; closing the client connection", self.listen);
+            return None;
+        };
+        let name = route.name.as_str();
+        match Self::connect(&generation, route, client).await {
+            Ok(mut upstream) => {
+                self.metrics.tcp_total.with_label_values(&[name, "proxied"]).inc();
+                let active = self.metrics.tcp_active.with_label_values(&[name]);
                 active.inc();
                 match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-                    Ok((up, down)) => tracing::debug!(route = %route, "closed after {up} bytes up, {down} down"),
-                    Err(e) => tracing::debug!(route = %route, "closed: {e}"),
+                    Ok((up, down)) => tracing::debug!(route = %name, "closed after {up} bytes up, {down} down"),
+                    Err(e) => tracing::debug!(route = %name, "closed: {e}"),
                 }
                 active.dec();
             }
             Err(e) => {
-                self.metrics.tcp_total.with_label_values(&[&route_name, "failed"]).inc();
-                tracing::warn!(route = %route_name, "{e}; closing the client connection");
+                self.metrics.tcp_total.with_label_values(&[name, "failed"]).inc();
+                tracing::warn!(route = %name, "{e}; closing the client connection");
             }
         }
         None

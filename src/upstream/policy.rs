@@ -95,11 +95,6 @@ fn millis(value: &Option<Spanned<u64>>, name: &str, min: u64, default: Duration,
     Duration::from_millis(in_range(value, name, (min, MAX_MS), default.as_millis() as u64, c))
 }
 
-/// A count in `min..=max`, or `default`.
-fn count(value: &Option<Spanned<u32>>, name: &str, range: (u32, u32), default: u32, c: &mut Collector<'_>) -> u32 {
-    in_range(value, name, range, default, c)
-}
-
 fn health_check(h: &HealthCheckSection, c: &mut Collector<'_>) -> HealthCheck {
     let kind = h.kind.as_ref().map_or("http", |k| k.get_ref().as_str());
     let probe = match kind {
@@ -169,8 +164,8 @@ fn health_check(h: &HealthCheckSection, c: &mut Collector<'_>) -> HealthCheck {
         port: h.port.as_ref().map(|p| *p.get_ref()),
         interval: millis(&h.interval_ms, "interval_ms", 10, Duration::from_secs(10), c),
         timeout: millis(&h.timeout_ms, "timeout_ms", 1, Duration::from_secs(5), c),
-        healthy_threshold: count(&h.healthy_threshold, "healthy_threshold", (1, 1000), 2, c),
-        unhealthy_threshold: count(&h.unhealthy_threshold, "unhealthy_threshold", (1, 1000), 3, c),
+        healthy_threshold: in_range(&h.healthy_threshold, "healthy_threshold", (1, 1000), 2, c),
+        unhealthy_threshold: in_range(&h.unhealthy_threshold, "unhealthy_threshold", (1, 1000), 3, c),
     }
 }
 
@@ -197,16 +192,16 @@ impl UpstreamPolicy {
             c.error(m.span(), "max_ejection_ms must not be below base_ejection_ms");
         }
         let outlier = Outlier {
-            consecutive_failures: count(&o.consecutive_failures, "consecutive_failures", (1, 1000), 5, c),
+            consecutive_failures: in_range(&o.consecutive_failures, "consecutive_failures", (1, 1000), 5, c),
             base_ejection,
             max_ejection,
-            max_ejected_percent: count(&o.max_ejected_percent, "max_ejected_percent", (0, 100), 50, c),
+            max_ejected_percent: in_range(&o.max_ejected_percent, "max_ejected_percent", (0, 100), 50, c),
         };
         let r = &u.retries;
         let retries = Retries {
-            max_retries: count(&r.max_retries, "max_retries", (0, 10), 2, c),
+            max_retries: in_range(&r.max_retries, "max_retries", (0, 10), 2, c),
             idempotent: r.idempotent,
-            budget_percent: count(&r.budget_percent, "budget_percent", (0, 100), 20, c),
+            budget_percent: in_range(&r.budget_percent, "budget_percent", (0, 100), 20, c),
         };
         UpstreamPolicy {
             timeouts,
