@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 use toml::Spanned;
 
+use crate::admin::traffic::{NONE, Recorder, Traffic};
 use crate::config::model::{
     DEFAULT_GRACE_PERIOD_S, DEFAULT_LISTEN, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS,
     DEFAULT_UPGRADE_SOCKET, HeaderPolicy, PluginRef, PluginSection,
@@ -43,8 +44,12 @@ impl<R: ?Sized> Clone for Link<R> {
 }
 
 /// What runs for a route's requests after routing.
-#[derive(Default)]
 pub struct RouteSettings {
+    /// The site's name (metrics, stats, access log).
+    pub site: Arc<str>,
+    /// The figures of the route's requests to its own upstream (a split's other upstreams are
+    /// looked up when used).
+    pub recorder: Arc<Recorder>,
     /// The header policy's request side, then site and route request filters.
     pub request_filters: Vec<Link<dyn RequestFilterRole>>,
     /// The split's response side (its cookie), route, site and global response filters, then
@@ -76,6 +81,8 @@ pub struct Generation {
     pub watched_files: Vec<PathBuf>,
     /// Which plugins this generation took over from the previous one and which it loaded.
     pub report: BuildReport,
+    /// The configuration text this generation was built from (what the admin API edits).
+    pub source_text: Arc<str>,
 }
 
 /// A `[[tcp]]` route.
@@ -93,6 +100,8 @@ pub struct ProcessSettings {
     pub listen: Vec<SocketAddr>,
     pub threads: Option<usize>,
     pub admin_listen: Option<SocketAddr>,
+    /// The admin API's token and Host allow-list (a reload applies them).
+    pub admin_access: crate::admin::auth::AdminAccess,
     pub pid_file: Option<PathBuf>,
     pub upgrade_socket: PathBuf,
     /// How long a stopping process lets in-flight requests finish.
@@ -101,6 +110,8 @@ pub struct ProcessSettings {
     pub watch: bool,
     /// The `[[tcp]]` listeners.
     pub tcp_listen: Vec<SocketAddr>,
+    /// `[log]`.
+    pub log: crate::admin::logs::LogSettings,
 }
 
 impl ProcessSettings {
@@ -126,6 +137,9 @@ impl ProcessSettings {
         if self.tcp_listen != next.tcp_listen {
             keys.push("tcp.listen");
         }
+        if self.log != next.log {
+            keys.push("log");
+        }
         keys
     }
 
@@ -138,6 +152,7 @@ impl ProcessSettings {
         next.upgrade_socket = self.upgrade_socket.clone();
         next.admin_listen = self.admin_listen;
         next.tcp_listen = self.tcp_listen.clone();
+        next.log = self.log.clone();
     }
 }
 
@@ -768,6 +783,8 @@ pub fn build(
     fallback_response.extend(fallback_policy_response.clone());
     let limits = ClientLimits::from_config(&config.server.limits, &mut c);
     let fallback_route = RouteSettings {
+        site: Arc::from(NONE),
+        recorder: Traffic::global().recorder(NONE, NONE, NONE),
         request_filters: fallback_request.clone().into_iter().collect(),
         response_filters: fallback_response,
         split: None,
@@ -819,11 +836,17 @@ pub fn build(
             response_filters.extend(global_response.iter().cloned());
             response_filters.extend(policy_response);
             let max_body_bytes = body_limit(&r.max_body_bytes, &mut c).or(limits.max_body_bytes);
-            routes.insert(route, RouteSettings { request_filters, response_filters, split, max_body_bytes });
+            let recorder = Traffic::global().recorder(&name, &route, r.upstream.get_ref());
+            let site = Arc::from(name.as_str());
+            routes.insert(
+                route,
+                RouteSettings { site, recorder, request_filters, response_filters, split, max_body_bytes },
+            );
         }
     }
 
-    let process = process_settings(config, source.base_dir());
+    let mut process = process_settings(config, source.base_dir());
+    process.admin_access = crate::admin::auth::resolve(&config.admin, source.base_dir(), &mut c);
     let mut watched_files = vec![source.path.clone()];
     for p in &config.plugins {
         if let Some(path) = &p.get_ref().path {
@@ -849,6 +872,7 @@ pub fn build(
         limits,
         watched_files,
         report,
+        source_text: Arc::from(source.text.as_str()),
     })
 }
 
@@ -864,6 +888,7 @@ fn process_settings(config: &ConfigFile, base_dir: &Path) -> ProcessSettings {
         listen,
         threads: server.threads.as_ref().map(|t| *t.get_ref()),
         admin_listen: config.admin.listen.as_ref().and_then(|a| a.get_ref().parse().ok()),
+        admin_access: Default::default(),
         pid_file: server.pid_file.as_ref().map(|p| base_dir.join(p.get_ref())),
         upgrade_socket: server
             .upgrade_socket
@@ -874,6 +899,7 @@ fn process_settings(config: &ConfigFile, base_dir: &Path) -> ProcessSettings {
         ),
         watch: server.watch,
         tcp_listen: tcp_routes(config).into_iter().map(|r| r.listen).collect(),
+        log: config.log.settings(base_dir),
     }
 }
 
@@ -910,7 +936,17 @@ pub fn load_next(
 /// Checks and builds configuration text (`path` names it in diagnostics and anchors relative
 /// plugin paths).
 pub fn load_text(path: &std::path::Path, text: &str, engine: &Arc<PluginEngine>) -> Result<Generation, Diagnostics> {
+    load_text_next(path, text, engine, None)
+}
+
+/// [`load_text`] as the successor of `previous`, whose unchanged plugins it takes over.
+pub fn load_text_next(
+    path: &std::path::Path,
+    text: &str,
+    engine: &Arc<PluginEngine>,
+    previous: Option<&Generation>,
+) -> Result<Generation, Diagnostics> {
     let source = SourceFile::new(path, text);
     let config = crate::config::load_source(&source)?;
-    build(&source, &config, engine, None)
+    build(&source, &config, engine, previous)
 }

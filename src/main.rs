@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::admin::client as control;
+use switchyard::admin::logs::{self, LogSettings};
 use switchyard::demo::{EchoOrigin, demo_config};
 use switchyard::plugin::PluginEngine;
 use switchyard::proxy::server::RunOptions;
@@ -65,10 +66,20 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// Installs the logger: `[log]` of the configuration `run` serves (read before it loads, so its
+/// plugin loading is logged there too), else text on stderr.
+fn init_logging(command: &Command) {
+    let settings = match command {
+        Command::Run { config, .. } => switchyard::config::load_file(config)
+            .ok()
+            .map(|(source, file)| file.log.settings(source.base_dir()))
+            .unwrap_or_else(LogSettings::standard),
+        _ => LogSettings::standard(),
+    };
+    if let Err(e) = logs::init(&settings) {
+        eprintln!("switchyard: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn engine_or_exit() -> std::sync::Arc<PluginEngine> {
@@ -83,7 +94,7 @@ fn engine_or_exit() -> std::sync::Arc<PluginEngine> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(&cli.command);
     match cli.command {
         Command::Check { config } => {
             let engine = engine_or_exit();

@@ -115,6 +115,7 @@ async fn reload_via_api(admin: SocketAddr) -> (u16, serde_json::Value) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap_or_else(|e| panic!("{e}"));
     let resp = client
         .post(format!("http://{admin}/api/v1/reload"))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap_or_else(|e| panic!("reload request: {e}"));

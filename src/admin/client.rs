@@ -22,6 +22,8 @@ const RELOAD_WAIT: Duration = Duration::from_secs(300);
 struct Location {
     admin: Option<SocketAddr>,
     pid_file: Option<PathBuf>,
+    /// The admin API's bearer token, as the running process reads it.
+    token: Option<String>,
 }
 
 fn locate(config: &Path) -> Result<Location, String> {
@@ -36,7 +38,16 @@ fn locate(config: &Path) -> Result<Location, String> {
         None => None,
     };
     let base = config.parent().unwrap_or(Path::new("."));
-    Ok(Location { admin, pid_file: key("server", "pid_file").map(|p| base.join(p)) })
+    let token = match (key("admin", "token_file"), key("admin", "token_env")) {
+        (Some(file), _) => std::fs::read_to_string(base.join(&file))
+            .map_err(|e| format!("{}: cannot read the admin token file {file}: {e}", config.display()))?
+            .lines()
+            .next()
+            .map(|t| t.trim().to_string()),
+        (None, env) => std::env::var(env.as_deref().unwrap_or(crate::config::model::DEFAULT_ADMIN_TOKEN_ENV)).ok(),
+    };
+    let token = token.filter(|t| !t.is_empty());
+    Ok(Location { admin, pid_file: key("server", "pid_file").map(|p| base.join(p)), token })
 }
 
 /// `key = "value"` under `[section]`, found line by line in a file that is not valid TOML
@@ -62,7 +73,7 @@ fn scan_for_key(text: &str, section: &str, key: &str) -> Option<String> {
 pub fn reload_running(config: &Path) -> Result<String, String> {
     let location = locate(config)?;
     if let Some(addr) = location.admin {
-        let json = post(addr, "/api/v1/reload")?;
+        let json = post(addr, "/api/v1/reload", location.token.as_deref())?;
         return Ok(describe_outcome(&json["reload"]));
     }
     if let Some(pid_file) = location.pid_file {
@@ -80,7 +91,7 @@ pub fn reload_running(config: &Path) -> Result<String, String> {
 pub fn upgrade_running(config: &Path) -> Result<String, String> {
     let location = locate(config)?;
     let started = if let Some(addr) = location.admin {
-        let json = post(addr, "/api/v1/upgrade")?;
+        let json = post(addr, "/api/v1/upgrade", location.token.as_deref())?;
         (json["old_pid"].as_u64().unwrap_or(0), json["new_pid"].as_u64().unwrap_or(0))
     } else if let Some(pid_file) = location.pid_file {
         let old = signal(&pid_file, libc::SIGUSR2)?;
@@ -138,11 +149,14 @@ fn wait_for_new_pid(pid_file: &Path, old: libc::pid_t) -> Result<libc::pid_t, St
 
 /// POSTs an empty body to the admin API at `addr`; the JSON answer when it is 200, else its
 /// message.
-fn post(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<serde_json::Value, String> {
     let unreachable = |e: std::io::Error| format!("cannot reach the admin API at {addr}: {e}");
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
     stream.set_read_timeout(Some(RELOAD_WAIT)).map_err(unreachable)?;
-    let request = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
     stream.write_all(request.as_bytes()).map_err(unreachable)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).map_err(unreachable)?;
@@ -200,12 +214,15 @@ mod tests {
     fn the_process_is_located_from_a_file_that_does_not_validate() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("c.toml");
-        let text = "[admin]\nlisten = \"127.0.0.1:9901\"\n[server]\npid_file = \"run/s.pid\"\nbogus = 1\n";
+        let text =
+            "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"t\"\n[server]\npid_file = \"run/s.pid\"\nbogus = 1\n";
         std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("t"), "0123456789abcdef-token\n").unwrap_or_else(|e| panic!("{e}"));
         let found = locate(&file);
         let expected = Location {
             admin: Some("127.0.0.1:9901".parse().unwrap_or_else(|e| panic!("{e}"))),
             pid_file: Some(dir.path().join("run/s.pid")),
+            token: Some("0123456789abcdef-token".to_string()),
         };
         assert_eq!(found, Ok(expected));
         // A syntax error elsewhere does not hide the admin listener.

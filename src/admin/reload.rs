@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use super::edit::EditError;
 use super::metrics::{Metrics, unix_now};
 use crate::config::Diagnostics;
 use crate::generation::{self, Generation};
@@ -103,20 +104,38 @@ impl Reloader {
         let mut serving = self.serving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let running = self.current.load_full();
         let built = generation::load_next(&self.config_path, &self.engine, Some(&running));
-        let took = started.elapsed();
-        self.metrics.reload_seconds.observe(took.as_secs_f64());
-        let mut next = match built {
-            Ok(next) => next,
-            Err(problems) => {
-                self.metrics.reloads.with_label_values(&["failure"]).inc();
-                tracing::error!(
-                    "reload ({trigger}) refused; generation {} keeps serving. {} problem(s):\n{problems}",
-                    *serving,
-                    problems.0.len()
-                );
-                return Err(ReloadRefused(problems));
-            }
-        };
+        let next = self.built_or_refused(built, started, trigger, *serving)?;
+        Ok(self.install(next, &running, &mut serving, started, trigger))
+    }
+
+    /// Counts a build's outcome; the generation, or why it was refused.
+    fn built_or_refused(
+        &self,
+        built: Result<Generation, Diagnostics>,
+        started: Instant,
+        trigger: &str,
+        serving: u64,
+    ) -> Result<Generation, ReloadRefused> {
+        self.metrics.reload_seconds.observe(started.elapsed().as_secs_f64());
+        built.map_err(|problems| {
+            self.metrics.reloads.with_label_values(&["failure"]).inc();
+            tracing::error!(
+                "reload ({trigger}) refused; generation {serving} keeps serving. {} problem(s):\n{problems}",
+                problems.0.len()
+            );
+            ReloadRefused(problems)
+        })
+    }
+
+    /// Makes `next` the serving generation.
+    fn install(
+        &self,
+        mut next: Generation,
+        running: &Generation,
+        serving: &mut u64,
+        started: Instant,
+        trigger: &str,
+    ) -> ReloadOutcome {
         let restart_needed: Vec<String> =
             running.process.restart_needed(&next.process).into_iter().map(String::from).collect();
         running.process.carry_restart_only(&mut next.process);
@@ -149,8 +168,104 @@ impl Reloader {
                 outcome.restart_needed.join(", ")
             );
         }
-        Ok(outcome)
+        outcome
     }
+
+    /// Changes the running configuration: `edit` changes the running text's TOML document, the
+    /// result is built as a reload would build it and, only if all of it is valid, written to the
+    /// configuration file (atomically: a crash leaves the old file or the new one) and swapped
+    /// in. `if_match`, when given, must be the running configuration's [`etag`] (a guard against
+    /// concurrent edits). Refused when the file was changed by hand since it was loaded, so an
+    /// edit never overwrites what the operator wrote.
+    pub fn apply_edit<T>(
+        &self,
+        trigger: &str,
+        if_match: Option<&str>,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<T, EditError>,
+    ) -> Result<(T, ReloadOutcome), EditFailure> {
+        let started = Instant::now();
+        let mut serving = self.serving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let running = self.current.load_full();
+        let current_tag = etag(&running.source_text);
+        if let Some(expected) = if_match
+            && expected.trim() != "*"
+            && !expected.split(',').any(|t| t.trim().trim_start_matches("W/") == current_tag)
+        {
+            return Err(EditFailure::Stale(current_tag));
+        }
+        let on_disk = std::fs::read_to_string(&self.config_path)
+            .map_err(|e| EditFailure::Write(format!("cannot read {}: {e}", self.config_path.display())))?;
+        if on_disk != *running.source_text {
+            return Err(EditFailure::FileChanged);
+        }
+        let mut document: toml_edit::DocumentMut = on_disk
+            .parse()
+            .map_err(|e| EditFailure::Write(format!("the running configuration does not parse: {e}")))?;
+        let value = edit(&mut document).map_err(EditFailure::Edit)?;
+        let text = document.to_string();
+        systemd::reloading();
+        let built = generation::load_text_next(&self.config_path, &text, &self.engine, Some(&running));
+        let next = match self.built_or_refused(built, started, trigger, *serving) {
+            Ok(next) => next,
+            Err(refused) => {
+                systemd::reloaded("serving (the last change was refused)");
+                return Err(EditFailure::Refused(refused));
+            }
+        };
+        if let Err(e) = write_atomically(&self.config_path, &text) {
+            self.metrics.reloads.with_label_values(&["failure"]).inc();
+            systemd::reloaded("serving (the last change could not be saved)");
+            return Err(EditFailure::Write(format!("cannot save {}: {e}", self.config_path.display())));
+        }
+        let outcome = self.install(next, &running, &mut serving, started, trigger);
+        systemd::reloaded("serving (changed through the admin API)");
+        Ok((value, outcome))
+    }
+}
+
+/// Why [`Reloader::apply_edit`] changed nothing.
+#[derive(Debug)]
+pub enum EditFailure {
+    /// `If-Match` named another version; the running one's ETag.
+    Stale(String),
+    /// The file differs from the running configuration (edited by hand, not reloaded).
+    FileChanged,
+    /// The edit itself could not be made.
+    Edit(EditError),
+    /// The edited configuration is not valid.
+    Refused(ReloadRefused),
+    /// The file could not be read or written.
+    Write(String),
+}
+
+/// The ETag of a configuration text: a quoted prefix of its sha256.
+pub fn etag(text: &str) -> String {
+    format!("\"{}\"", &crate::plugin::sha256_hex(text.as_bytes())[..16])
+}
+
+/// Replaces `path`'s contents with `text` so that a crash leaves either the old file or the new
+/// one: a temporary file beside it (with the old one's permissions), synced, renamed over it.
+/// A symbolic link is followed, so the file it points to is replaced.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let target = std::fs::canonicalize(path)?;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.switchyard-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        if let Ok(metadata) = std::fs::metadata(&target) {
+            file.set_permissions(metadata.permissions())?;
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &target)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
 }
 
 fn duration_ms(d: Duration) -> f64 {

@@ -39,6 +39,7 @@ pub struct ConfigFile {
     pub sites: Vec<Spanned<SiteSection>>,
     pub plugins: Vec<Spanned<PluginSection>>,
     pub tcp_routes: Vec<Spanned<TcpSection>>,
+    pub log: LogSection,
     /// Names of upstreams and plugins whose tables could not be read (already reported), so
     /// references to them are not reported again.
     pub unreadable_names: std::collections::HashSet<String>,
@@ -98,11 +99,51 @@ pub struct LimitsSection {
     pub max_body_bytes: Option<Spanned<u64>>,
 }
 
+/// `[log]`: how the process logs. Only a restart applies changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default) or `json` (one JSON object per line).
+    pub format: Option<Spanned<String>>,
+    /// Append to this file (relative to the configuration file) instead of writing to stderr.
+    pub file: Option<Spanned<String>>,
+    /// A `tracing` filter such as `info` or `warn,switchyard=debug`; the `SWITCHYARD_LOG`
+    /// environment variable overrides it. Default `info`.
+    pub level: Option<Spanned<String>>,
+    /// One line per request (target `switchyard::access`). Default true.
+    pub access_log: Option<bool>,
+}
+
+impl LogSection {
+    /// The settings this section asks for, with `file` relative to `base_dir`.
+    pub fn settings(&self, base_dir: &std::path::Path) -> crate::admin::logs::LogSettings {
+        crate::admin::logs::LogSettings {
+            json: self.format.as_ref().is_some_and(|f| f.get_ref() == "json"),
+            file: self.file.as_ref().map(|f| base_dir.join(f.get_ref())),
+            level: self.level.as_ref().map(|l| l.get_ref().clone()),
+            access_log: self.access_log.unwrap_or(true),
+        }
+    }
+}
+
+/// The environment variable the admin API's bearer token is read from, by default.
+pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
+
 /// `[admin]`: the management listener.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AdminSection {
-    /// Where the management API listens (`ip:port`, loopback only). Default: no listener.
+    /// Where the management API listens (`ip:port`). Default: no listener. An address other
+    /// than loopback needs a token.
     pub listen: Option<Spanned<String>>,
+    /// A file whose first line is the bearer token every API request must carry.
+    pub token_file: Option<Spanned<String>>,
+    /// The environment variable holding the token (when `token_file` is not set). Default
+    /// `SWITCHYARD_ADMIN_TOKEN`; a variable named here must be set.
+    pub token_env: Option<Spanned<String>>,
+    /// Host header values the API answers besides `localhost`, loopback addresses and the
+    /// listen address (a guard against DNS rebinding). A port, if given, must match too.
+    #[serde(default)]
+    pub allowed_hosts: Vec<Spanned<String>>,
 }
 
 /// `[[upstream]]`: a named group of backends and how one is picked.

@@ -8,7 +8,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diagnostics::{Collector, Diagnostics, SourceFile};
 use super::model::{
-    AdminSection, ConfigFile, PluginSection, RouteSection, ServerSection, SiteSection, TcpSection, UpstreamSection,
+    AdminSection, ConfigFile, LogSection, PluginSection, RouteSection, ServerSection, SiteSection, TcpSection,
+    UpstreamSection,
 };
 
 /// One step of a path into a TOML value.
@@ -156,6 +157,11 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
                     }
                 }
             }
+            "log" => {
+                if let Some(log) = read_part::<LogSection>(value, "[log]", c) {
+                    config.log = log;
+                }
+            }
             "tcp" => {
                 for element in elements(value, "tcp", c) {
                     if let Some(t) = read_part::<TcpSection>(element, "[[tcp]]", c) {
@@ -165,7 +171,7 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
             }
             other => c.error(
                 key.span(),
-                format!("unknown section `{other}` (expected server, admin, upstream, site, plugin or tcp)"),
+                format!("unknown section `{other}` (expected server, admin, log, upstream, site, plugin or tcp)"),
             ),
         }
     }

@@ -78,6 +78,7 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
         }
     }
 
+    let admin_listen = config.admin.listen.as_ref().and_then(|a| a.get_ref().parse::<SocketAddr>().ok());
     let mut upstreams: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
     for u in &config.upstreams {
         let u = u.get_ref();
@@ -91,10 +92,27 @@ pub fn validate(config: &ConfigFile, c: &mut Collector<'_>) {
         if u.backends.get_ref().is_empty() {
             c.error(u.backends.span(), format!("upstream `{name}` has no backends"));
         }
+        let mut addresses = HashSet::new();
         for b in u.backends.get_ref() {
             let b = b.get_ref();
-            if let Err(e) = resolve_address(b.address.get_ref()) {
-                c.error(b.address.span(), format!("backend address: {e}"));
+            match resolve_address(b.address.get_ref()) {
+                Err(e) => c.error(b.address.span(), format!("backend address: {e}")),
+                Ok(resolved) => {
+                    if let Some(admin) = admin_listen
+                        && resolved.iter().any(|a| is_same_listener(*a, admin))
+                    {
+                        c.error(
+                            b.address.span(),
+                            format!(
+                                "{} is the admin listener: the admin API is never reachable through the proxy",
+                                b.address.get_ref()
+                            ),
+                        );
+                    }
+                }
+            }
+            if !addresses.insert(b.address.get_ref().as_str()) {
+                c.error(b.address.span(), format!("upstream `{name}` lists {} twice", b.address.get_ref()));
             }
             if let Some(w) = &b.weight
                 && *w.get_ref() == 0
@@ -204,11 +222,6 @@ fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
     if let Some(admin) = &config.admin.listen {
         match admin.get_ref().parse::<SocketAddr>() {
             Err(_) => c.error(admin.span(), format!("admin listen address `{}` is not ip:port", admin.get_ref())),
-            // Until the API has token authentication, it may only be reached from this machine.
-            Ok(addr) if !addr.ip().is_loopback() => c.error(
-                admin.span(),
-                format!("the admin API may only listen on a loopback address (127.0.0.1 or ::1), not {addr}"),
-            ),
             Ok(addr) if config.server.listen.iter().any(|l| l.get_ref().parse::<SocketAddr>() == Ok(addr)) => {
                 c.error(admin.span(), format!("the admin API cannot share the proxy listener {addr}"))
             }
@@ -216,6 +229,36 @@ fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
         }
     }
     validate_tcp_routes(config, c);
+    validate_log(config, c);
+}
+
+/// Checks `[log]`: a known format, a filter `tracing` accepts, a non-empty file name.
+fn validate_log(config: &ConfigFile, c: &mut Collector<'_>) {
+    let log = &config.log;
+    if let Some(format) = &log.format
+        && !["text", "json"].contains(&format.get_ref().as_str())
+    {
+        c.error(format.span(), format!("log format `{}` is not text or json", format.get_ref()));
+    }
+    if let Some(level) = &log.level
+        && let Err(e) = tracing_subscriber::EnvFilter::try_new(level.get_ref())
+    {
+        c.error(level.span(), format!("log level `{}`: {e}", level.get_ref()));
+    }
+    if let Some(file) = &log.file
+        && file.get_ref().is_empty()
+    {
+        c.error(file.span(), "the log file name must not be empty");
+    }
+}
+
+/// Whether a connection to `backend` would reach the listener bound to `listener` (the same
+/// port, and the same address or a wildcard bind, or loopback on both sides).
+fn is_same_listener(backend: SocketAddr, listener: SocketAddr) -> bool {
+    backend.port() == listener.port()
+        && (backend.ip() == listener.ip()
+            || listener.ip().is_unspecified()
+            || (backend.ip().is_loopback() && listener.ip().is_loopback()))
 }
 
 /// Checks the `[[tcp]]` tables: addresses no other listener uses, names used once, known

@@ -295,6 +295,7 @@ impl LoadedPlugin {
     /// whatever happens. A failed call discards the instance and is counted.
     pub(crate) fn call<R>(
         &self,
+        role: Role,
         request: &mut RequestView,
         response: Option<&mut ResponseHeader>,
         call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<R>,
@@ -302,11 +303,11 @@ impl LoadedPlugin {
         let mut instance = match self.idle.pop() {
             Some(instance) => instance,
             None => self.instantiate().map_err(|e| {
-                self.shared.stats.traps.fetch_add(1, Relaxed);
+                self.shared.stats.role(role).traps.fetch_add(1, Relaxed);
                 self.failure(PluginFailure::Unavailable(format!("{e:#}")))
             })?,
         };
-        let stats = &self.shared.stats;
+        let stats = self.shared.stats.role(role);
         // Reading the clock costs as much as a tenth of a small call, so time spent is measured
         // on one call in TIMING_SAMPLE and scaled: exact in the long run, cheap per call.
         let timed = stats.calls.fetch_add(1, Relaxed).is_multiple_of(TIMING_SAMPLE);
@@ -351,8 +352,8 @@ impl LoadedPlugin {
     }
 
     /// Counts a call that returned an answer the host cannot use, as a trap.
-    pub(crate) fn invalid_answer(&self, message: String) -> PluginError {
-        self.shared.stats.traps.fetch_add(1, Relaxed);
+    pub(crate) fn invalid_answer(&self, role: Role, message: String) -> PluginError {
+        self.shared.stats.role(role).traps.fetch_add(1, Relaxed);
         self.failure(PluginFailure::InvalidAnswer(message))
     }
 }

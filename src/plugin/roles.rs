@@ -10,7 +10,7 @@ use wasmtime::component::Resource;
 use super::bindings::types;
 use super::error::PluginError;
 use super::head::RequestView;
-use super::instance::LoadedPlugin;
+use super::instance::{LoadedPlugin, Role};
 
 /// Where a router sends a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ fn request_handle() -> Resource<types::Request> {
 impl RouterRole for WasmPlugin {
     fn route(&self, req: &mut RequestView) -> Result<Option<RouteDecision>, PluginError> {
         let host = req.host();
-        let decision = self.0.call(req, None, |i| {
+        let decision = self.0.call(Role::Router, req, None, |i| {
             let guest = i.router.as_ref().ok_or_else(|| missing_role("router"))?;
             let path = i.store.data().request.path().to_string();
             guest.call_route(&mut i.store, request_handle(), &host, &path)
@@ -117,7 +117,7 @@ impl RouterRole for WasmPlugin {
 
 impl RequestFilterRole for WasmPlugin {
     fn on_request(&self, req: &mut RequestView) -> Result<FilterAction, PluginError> {
-        let action = self.0.call(req, None, |i| {
+        let action = self.0.call(Role::RequestFilter, req, None, |i| {
             let guest = i.request_filter.as_ref().ok_or_else(|| missing_role("request-filter"))?;
             guest.call_on_request(&mut i.store, request_handle())
         })?;
@@ -134,7 +134,7 @@ impl RequestFilterRole for WasmPlugin {
 
 impl ResponseFilterRole for WasmPlugin {
     fn on_response(&self, req: &mut RequestView, resp: &mut ResponseHeader) -> Result<(), PluginError> {
-        self.0.call(req, Some(resp), |i| {
+        self.0.call(Role::ResponseFilter, req, Some(resp), |i| {
             let guest = i.response_filter.as_ref().ok_or_else(|| missing_role("response-filter"))?;
             guest.call_on_response(&mut i.store, request_handle(), Resource::new_borrow(0))
         })
@@ -143,7 +143,7 @@ impl ResponseFilterRole for WasmPlugin {
 
 impl SplitRole for WasmPlugin {
     fn choose(&self, req: &mut RequestView, upstream: &str) -> Result<Option<SplitChoice>, PluginError> {
-        let choice = self.0.call(req, None, |i| {
+        let choice = self.0.call(Role::Split, req, None, |i| {
             let guest = i.split.as_ref().ok_or_else(|| missing_role("split"))?;
             guest.call_choose(&mut i.store, request_handle(), upstream)
         })?;
@@ -167,16 +167,16 @@ impl BalancerRole for WasmPlugin {
                 tags: c.tags.to_vec(),
             })
             .collect();
-        let pick = self.0.call(req, None, |i| {
+        let pick = self.0.call(Role::Balancer, req, None, |i| {
             let guest = i.balancer.as_ref().ok_or_else(|| missing_role("balancer"))?;
             guest.call_pick(&mut i.store, request_handle(), upstream, &offered)
         })?;
         match pick {
             Some(index) if (index as usize) < candidates.len() => Ok(index as usize),
-            Some(index) => {
-                Err(self.0.invalid_answer(format!("picked index {index} of {} candidates", candidates.len())))
-            }
-            None => Err(self.0.invalid_answer("picked no backend".to_string())),
+            Some(index) => Err(self
+                .0
+                .invalid_answer(Role::Balancer, format!("picked index {index} of {} candidates", candidates.len()))),
+            None => Err(self.0.invalid_answer(Role::Balancer, "picked no backend".to_string())),
         }
     }
 }

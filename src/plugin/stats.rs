@@ -1,21 +1,30 @@
-//! Per-plugin call counters, updated on every call and read by metrics and the admin API.
+//! Per-plugin call counters, by role, updated on every call and read by metrics and the admin
+//! API.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// How often a plugin was called and how those calls ended.
+use super::Role;
+
+/// How often a plugin was called in one role and how those calls ended.
 #[derive(Debug, Default)]
-pub struct PluginStats {
+pub struct RoleStats {
     pub calls: AtomicU64,
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub memory_breaches: AtomicU64,
     /// Time spent in calls, estimated from a 1-in-8 sample of calls.
     pub nanos: AtomicU64,
+}
+
+/// A plugin's counters: per role (in [`Role::ALL`] order), and its instances.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    roles: [RoleStats; Role::ALL.len()],
     pub instances_created: AtomicU64,
 }
 
-/// A point-in-time copy of [`PluginStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A point-in-time copy of [`RoleStats`] (or of their sum over roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct PluginStatsSnapshot {
     pub calls: u64,
     pub traps: u64,
@@ -26,15 +35,37 @@ pub struct PluginStatsSnapshot {
 }
 
 impl PluginStats {
-    /// Reads every counter.
-    pub fn snapshot(&self) -> PluginStatsSnapshot {
+    /// The counters of calls in `role`.
+    pub fn role(&self, role: Role) -> &RoleStats {
+        let index = Role::ALL.iter().position(|r| *r == role).unwrap_or(0);
+        &self.roles[index]
+    }
+
+    /// The counters of calls in `role`, read now.
+    pub fn role_snapshot(&self, role: Role) -> PluginStatsSnapshot {
+        let r = self.role(role);
         PluginStatsSnapshot {
-            calls: self.calls.load(Relaxed),
-            traps: self.traps.load(Relaxed),
-            timeouts: self.timeouts.load(Relaxed),
-            memory_breaches: self.memory_breaches.load(Relaxed),
-            nanos: self.nanos.load(Relaxed),
-            instances_created: self.instances_created.load(Relaxed),
+            calls: r.calls.load(Relaxed),
+            traps: r.traps.load(Relaxed),
+            timeouts: r.timeouts.load(Relaxed),
+            memory_breaches: r.memory_breaches.load(Relaxed),
+            nanos: r.nanos.load(Relaxed),
+            instances_created: 0,
         }
+    }
+
+    /// Every counter, summed over the roles.
+    pub fn snapshot(&self) -> PluginStatsSnapshot {
+        let mut total =
+            PluginStatsSnapshot { instances_created: self.instances_created.load(Relaxed), ..Default::default() };
+        for role in Role::ALL {
+            let r = self.role_snapshot(role);
+            total.calls += r.calls;
+            total.traps += r.traps;
+            total.timeouts += r.timeouts;
+            total.memory_breaches += r.memory_breaches;
+            total.nanos += r.nanos;
+        }
+        total
     }
 }

@@ -87,9 +87,10 @@ impl Drop for OpenConnection {
 }
 
 impl<A> ConnectionGuard<A> {
-    /// Guards `inner` with the limits of whatever generation `current` holds.
-    pub fn new(inner: Arc<A>, current: Arc<ArcSwap<Generation>>) -> Self {
-        ConnectionGuard { inner, current, open: Arc::default() }
+    /// Guards `inner` with the limits of whatever generation `current` holds, counting its open
+    /// connections in `open`.
+    pub fn new(inner: Arc<A>, current: Arc<ArcSwap<Generation>>, open: Arc<AtomicUsize>) -> Self {
+        ConnectionGuard { inner, current, open }
     }
 }
 

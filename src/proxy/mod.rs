@@ -31,6 +31,7 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraSocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::admin::traffic::{NONE, Recorder, Traffic};
 use crate::generation::{Generation, Link, RouteSettings};
 use crate::plugin::{FilterAction, LocalResponse, PluginError, RequestView, SplitChoice};
 use crate::upstream::{InFlight, Upstream};
@@ -95,6 +96,8 @@ pub struct RequestCtx {
     /// Request body bytes read so far, against the route's `max_body_bytes`.
     body_read: u64,
     max_body_bytes: Option<u64>,
+    /// Time spent running plugins for this request (router, filters, split, balancer).
+    plugin_time: std::time::Duration,
     _counted: RequestGuard,
 }
 
@@ -138,10 +141,26 @@ impl RequestCtx {
     /// `max_retries` is not used up, and its retry budget has a token (which this takes).
     fn may_retry(&self) -> bool {
         let Some(upstream) = &self.upstream else { return false };
-        self.tried.len() <= upstream.policy.retries.max_retries as usize
+        let retry = self.tried.len() <= upstream.policy.retries.max_retries as usize
             && self.deadline().is_none_or(|d| Instant::now() < d)
             && self.untried_candidates(upstream).next().is_some()
-            && upstream.retry_budget.withdraw()
+            && upstream.retry_budget.withdraw();
+        if retry {
+            Traffic::global().retries.with_label_values(&[&upstream.name]).inc();
+        }
+        retry
+    }
+
+    /// The recorder of this request's site, route and upstream.
+    fn recorder(&self) -> Arc<Recorder> {
+        let settings = self.route_settings();
+        let upstream = self.upstream.as_ref().map_or(NONE, |u| u.name.as_str());
+        let route = self.route.as_deref().unwrap_or(NONE);
+        if settings.recorder.upstream == upstream && settings.recorder.route == route {
+            return settings.recorder.clone();
+        }
+        // A split's other upstream, or a route a custom router named that the file does not have.
+        Traffic::global().recorder(&settings.site, route, upstream)
     }
 }
 
@@ -343,6 +362,7 @@ fn filter_response(session: &mut Session, ctx: &mut RequestCtx, response: &mut R
         return Ok(());
     }
     swap_head(session, ctx);
+    let plugins_started = Instant::now();
     let mut outcome = Ok(());
     for link in chain {
         if let Err(e) = link.role.on_response(&mut ctx.view, response)
@@ -352,6 +372,7 @@ fn filter_response(session: &mut Session, ctx: &mut RequestCtx, response: &mut R
             break;
         }
     }
+    ctx.plugin_time += plugins_started.elapsed();
     swap_head(session, ctx);
     outcome
 }
@@ -377,6 +398,7 @@ impl ProxyHttp for SwitchyardProxy {
             started: Instant::now(),
             body_read: 0,
             max_body_bytes: None,
+            plugin_time: std::time::Duration::ZERO,
             _counted: self.requests.enter(),
         }
     }
@@ -406,7 +428,9 @@ impl ProxyHttp for SwitchyardProxy {
         for name in hop::connection_nominated(&ctx.view.head.headers) {
             ctx.view.head.remove_header(&name);
         }
+        let plugins_started = Instant::now();
         let verdict = self.decide(ctx);
+        ctx.plugin_time += plugins_started.elapsed();
         swap_head(session, ctx);
         match verdict {
             Verdict::Proxy => {
@@ -469,7 +493,9 @@ impl ProxyHttp for SwitchyardProxy {
         } else {
             let candidates: Vec<_> = offered.iter().map(|&i| upstream.backends[i].candidate()).collect();
             swap_head(session, ctx);
+            let plugins_started = Instant::now();
             let picked = upstream.balancer.pick(&mut ctx.view, &upstream.name, &candidates);
+            ctx.plugin_time += plugins_started.elapsed();
             swap_head(session, ctx);
             picked
         };
@@ -641,16 +667,33 @@ impl ProxyHttp for SwitchyardProxy {
                 upstream.record_success(i, started.elapsed());
             }
         }
+        let total = ctx.started.elapsed();
+        let upstream_time = upstream_started.map(|s| s.elapsed());
+        let recorder = ctx.recorder();
+        recorder.record(status, total, upstream_time);
         let head = session.req_header();
+        let backend = match (&ctx.upstream, ctx.tried.last()) {
+            (Some(u), Some(&i)) => u.backends.get(i).map_or("-", |b| b.label.as_str()),
+            _ => "-",
+        };
         tracing::info!(
             target: "switchyard::access",
+            client = %session.client_addr().map_or_else(|| "-".to_string(), |a| a.to_string()),
             method = %head.method,
+            host = head.uri.host().or_else(|| head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("-"),
             path = %head.uri.path(),
-            route = ctx.route.as_deref().unwrap_or("-"),
-            upstream = ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            site = &*recorder.site,
+            route = &*recorder.route,
+            upstream = &*recorder.upstream,
+            backend,
             variant = ctx.view.context(SPLIT_VARIANT_CONTEXT_KEY).unwrap_or("-"),
             status,
-            micros = ctx.started.elapsed().as_micros() as u64,
+            attempts = ctx.tried.len(),
+            duration_us = total.as_micros() as u64,
+            upstream_us = upstream_time.map_or(0, |t| t.as_micros() as u64),
+            plugin_us = ctx.plugin_time.as_micros() as u64,
+            bytes_in = session.as_ref().body_bytes_read(),
+            bytes_out = session.as_ref().body_bytes_sent(),
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
     }

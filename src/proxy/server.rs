@@ -77,9 +77,13 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
 
     let proxy =
         pingora::proxy::http_proxy(&server.configuration, SwitchyardProxy::new(current.clone(), requests.clone()));
+    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let Err(e) = metrics.watch_generation(current.clone(), open_connections.clone()) {
+        fail(&format!("cannot set up the metrics: {e}"));
+    }
     let mut service = pingora::services::listening::Service::new(
         "switchyard proxy".to_string(),
-        ConnectionGuard::new(Arc::new(proxy), current.clone()),
+        ConnectionGuard::new(Arc::new(proxy), current.clone(), open_connections),
     );
     for addr in &process.listen {
         service.add_tcp(&addr.to_string());
@@ -100,8 +104,14 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
         tracing::info!("tcp route {} on {} → upstream {}", route.name, route.listen, route.upstream);
     }
     if let Some(addr) = process.admin_listen {
-        let api =
-            AdminApi { reloader: reloader.clone(), upgrader: upgrader.clone(), metrics, requests: requests.clone() };
+        let api = AdminApi {
+            reloader: reloader.clone(),
+            upgrader: upgrader.clone(),
+            metrics,
+            requests: requests.clone(),
+            current: current.clone(),
+            listen: addr,
+        };
         let mut admin = pingora::services::listening::Service::new("switchyard admin".to_string(), api);
         admin.threads = Some(1);
         admin.add_tcp(&addr.to_string());
@@ -164,7 +174,7 @@ impl EmbeddedProxy {
         let conf = Arc::new(ServerConf::default());
         let requests = Arc::new(RequestCount::default());
         let proxy = Arc::new(pingora::proxy::http_proxy(&conf, SwitchyardProxy::new(current.clone(), requests)));
-        let app = Arc::new(ConnectionGuard::new(proxy, current.clone()));
+        let app = Arc::new(ConnectionGuard::new(proxy, current.clone(), Arc::default()));
         let (shutdown, watch) = watch::channel(false);
         let mut stop = watch.clone();
         tokio::spawn(async move {

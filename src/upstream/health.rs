@@ -17,8 +17,8 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
-use super::Backend;
 use super::policy::{HealthCheck, Probe};
+use super::{Backend, Upstream};
 use crate::generation::Generation;
 
 /// How often the prober looks for probes that are due.
@@ -90,6 +90,55 @@ async fn probe_and_record(connector: &Connector, upstream: &str, backend: &Backe
             }
         }
     }
+}
+
+/// What `POST /api/v1/backends/{id}/health` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeReport {
+    /// `http` or `tcp` (a connection opened): the upstream's check, or `tcp` without one.
+    pub kind: &'static str,
+    pub passed: bool,
+    /// Why it failed.
+    pub detail: Option<String>,
+    pub took_ms: f64,
+    /// The backend's verdict after this probe (it counts towards the thresholds like any other).
+    pub healthy: bool,
+}
+
+/// Probes backend `i` of `upstream` now with its health check (a TCP connect within 2 s when it
+/// has none). With a health check, the result counts like a scheduled probe's.
+pub async fn probe_now(upstream: &Upstream, i: usize) -> ProbeReport {
+    let backend = &upstream.backends[i];
+    let started = Instant::now();
+    let (kind, result) = match &upstream.policy.health_check {
+        Some(check) => {
+            let connector = Connector::new(None);
+            let mut address = backend.address;
+            if let Some(port) = check.port {
+                address.set_port(port);
+            }
+            let kind = if matches!(check.probe, Probe::Http { .. }) { "http" } else { "tcp" };
+            let result =
+                match tokio::time::timeout(check.timeout, probe(&connector, address, &backend.label, check)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
+                };
+            backend.record_probe(result.is_ok(), check.healthy_threshold, check.unhealthy_threshold);
+            (kind, result)
+        }
+        None => {
+            let connect = tokio::net::TcpStream::connect(backend.address);
+            let result = match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("connect: {e}")),
+                Err(_) => Err("connect: no answer within 2000 ms".to_string()),
+            };
+            ("tcp", result)
+        }
+    };
+    let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    let healthy = upstream.available(i, super::now_ms());
+    ProbeReport { kind, passed: result.is_ok(), detail: result.err(), took_ms, healthy }
 }
 
 /// One probe: `Ok` when it passed, else why not.

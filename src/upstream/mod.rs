@@ -81,6 +81,7 @@ impl Upstream {
         let length = o.base_ejection.saturating_mul(1 << times).min(o.max_ejection);
         b.ejected_until_ms.store(now + length.as_millis() as u64, Relaxed);
         b.failures.store(0, Relaxed);
+        crate::admin::traffic::Traffic::global().ejections.with_label_values(&[&self.name]).inc();
         tracing::warn!(
             upstream = %self.name,
             backend = %b.label,

@@ -180,11 +180,16 @@ pub struct RunningBinary(pub std::process::Child);
 
 impl RunningBinary {
     pub fn start(config: &std::path::Path) -> RunningBinary {
+        Self::start_logging(config, "warn")
+    }
+
+    /// [`RunningBinary::start`] logging at `level` (a `SWITCHYARD_LOG` filter).
+    pub fn start_logging(config: &std::path::Path, level: &str) -> RunningBinary {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["run", "--config"])
             .arg(config)
             .env("SWITCHYARD_PLUGIN_CACHE", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
-            .env("SWITCHYARD_LOG", "warn")
+            .env("SWITCHYARD_LOG", level)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn switchyard: {e}"));
