@@ -428,21 +428,25 @@ impl AdminApi {
         };
         let host = head.uri.authority().map(|a| a.as_str()).or_else(|| header(http::header::HOST));
         let access = self.current.load().process.admin_access.clone();
-        if !access.host_allowed(host, self.listen) {
+        let host_allowed = access.host_allowed(host, self.listen);
+        let authorized = access.authorized(head.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()));
+        let content_type = header(http::header::CONTENT_TYPE).map(str::to_string);
+        if !host_allowed {
+            // Refused before its body is read: the connection cannot be reused.
+            session.set_keepalive(None);
             return Answer::Full(error(
                 StatusCode::FORBIDDEN,
                 "this Host is not one the admin API answers (add it to [admin] allowed_hosts)",
             ));
         }
-        let authorization = head.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if !access.authorized(authorization) {
+        if !authorized {
+            session.set_keepalive(None);
             let mut response = error(StatusCode::UNAUTHORIZED, "a valid Authorization: Bearer <token> is required");
             response
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"switchyard\""));
             return Answer::Full(response);
         }
-        let content_type = header(http::header::CONTENT_TYPE).map(str::to_string);
         let Some(raw_body) = read_body(session).await else {
             return Answer::Full(error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or incomplete"));
         };
@@ -650,14 +654,20 @@ impl HttpServerApp for AdminApi {
             }
         }
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let head_only = session.req_header().method == http::Method::HEAD;
         let response = match self.handle(&mut session).await {
             Answer::Full(response) => response,
+            Answer::LogStream { .. } if head_only => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-store")
+                .body(Vec::new())
+                .unwrap_or_default(),
             Answer::LogStream { filter, recent } => {
                 self.stream_logs(&mut session, filter, recent, shutdown).await;
                 return None;
             }
         };
-        let head_only = session.req_header().method == http::Method::HEAD;
         let (parts, body) = response.into_parts();
         let header: ResponseHeader = parts.into();
         if session.write_response_header(Box::new(header)).await.is_err() {
