@@ -57,7 +57,9 @@ http {
 CONF
 }
 # The origin answers a small fixed body; it runs on CPU 1 with the client.
-nginx_conf origin 10 "server { listen 127.0.0.1:$origin_port; keepalive_requests 1000000; location / { return 200 'hello from the origin\n'; } }"
+# It listens on four loopback addresses: the chain's upstream has four backends, and an upstream
+# lists each address once.
+nginx_conf origin 10 "server { listen 127.0.0.1:$origin_port; listen 127.0.0.2:$origin_port; listen 127.0.0.3:$origin_port; listen 127.0.0.4:$origin_port; keepalive_requests 1000000; location / { return 200 'hello from the origin\n'; } }"
 nginx_conf nginx-proxy 01 "server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 nginx -c "$work/origin.conf" -p "$work" -e "$work/origin.error.log"
 
@@ -90,9 +92,9 @@ threads = 1
 name = "origin"
 backends = [
   { address = "127.0.0.1:$origin_port", tags = ["a"] },
-  { address = "127.0.0.1:$origin_port", tags = ["a"] },
-  { address = "127.0.0.1:$origin_port", tags = ["b"] },
-  { address = "127.0.0.1:$origin_port", tags = ["b"] },
+  { address = "127.0.0.2:$origin_port", tags = ["a"] },
+  { address = "127.0.0.3:$origin_port", tags = ["b"] },
+  { address = "127.0.0.4:$origin_port", tags = ["b"] },
 ]
 
 [[site]]
