@@ -9,7 +9,7 @@
 //! swapped in ([`super::reload::Reloader::apply_edit`]); each is logged on the audit target.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -357,30 +357,27 @@ impl AdminApi {
                 )
                 .await
             }
-            ("PUT", ["backends", id]) => match BackendId::parse(id) {
-                Ok(id) => {
-                    self.change(
-                        call,
-                        move |doc| edit::update_backend(doc, &id, &body),
-                        |id, reload| {
-                            (StatusCode::OK, json!({ "status": "updated", "id": id.to_string(), "reload": reload }))
-                        },
-                    )
-                    .await
-                }
-                Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
-            },
-            ("DELETE", ["backends", id]) => match BackendId::parse(id) {
-                Ok(id) => {
-                    self.change(
-                        call,
-                        move |doc| edit::delete_backend(doc, &id),
-                        |(), reload| (StatusCode::OK, json!({ "status": "deleted", "reload": reload })),
-                    )
-                    .await
-                }
-                Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
-            },
+            // An id that is not `<upstream>@<address>` names no backend: 404, like an unknown one.
+            ("PUT", ["backends", id]) => {
+                let id = id.to_string();
+                self.change(
+                    call,
+                    move |doc| edit::update_backend(doc, &BackendId::parse(&id)?, &body),
+                    |id, reload| {
+                        (StatusCode::OK, json!({ "status": "updated", "id": id.to_string(), "reload": reload }))
+                    },
+                )
+                .await
+            }
+            ("DELETE", ["backends", id]) => {
+                let id = id.to_string();
+                self.change(
+                    call,
+                    move |doc| edit::delete_backend(doc, &BackendId::parse(&id)?),
+                    |(), reload| (StatusCode::OK, json!({ "status": "deleted", "reload": reload })),
+                )
+                .await
+            }
             ("POST", ["backends", id, "drain"]) => {
                 let drain = match body.get("drain") {
                     None => true,
@@ -389,20 +386,16 @@ impl AdminApi {
                         return Answer::Full(error(StatusCode::UNPROCESSABLE_ENTITY, "drain must be true or false"));
                     }
                 };
-                match BackendId::parse(id) {
-                    Ok(id) => {
-                        self.change(
-                            call,
-                            move |doc| edit::set_drain(doc, &id, drain),
-                            move |(), reload| {
-                                let word = if drain { "draining" } else { "serving" };
-                                (StatusCode::OK, json!({ "status": word, "reload": reload }))
-                            },
-                        )
-                        .await
-                    }
-                    Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
-                }
+                let id = id.to_string();
+                self.change(
+                    call,
+                    move |doc| edit::set_drain(doc, &BackendId::parse(&id)?, drain),
+                    move |(), reload| {
+                        let word = if drain { "draining" } else { "serving" };
+                        (StatusCode::OK, json!({ "status": word, "reload": reload }))
+                    },
+                )
+                .await
             }
             ("POST", ["backends", id, "health"]) => match views::find_backend(&generation, id) {
                 Some((upstream, i)) => {
@@ -624,17 +617,6 @@ fn stats(window: Option<String>) -> Json {
         "sites": named(sites, "site"),
         "upstreams": named(upstreams, "upstream"),
         "routes": routes,
-    })
-}
-
-/// Built-in plugins' sha256 → the built-in's name, for the plugin list's `version`.
-pub fn builtin_digests() -> &'static std::collections::HashMap<String, &'static str> {
-    static DIGESTS: OnceLock<std::collections::HashMap<String, &'static str>> = OnceLock::new();
-    DIGESTS.get_or_init(|| {
-        crate::plugin::builtin_names()
-            .filter_map(crate::plugin::builtin_plugin)
-            .map(|b| (crate::plugin::sha256_hex(b.bytes), b.name))
-            .collect()
     })
 }
 

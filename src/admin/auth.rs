@@ -30,6 +30,11 @@ pub struct AdminAccess {
     pub allowed_hosts: Vec<String>,
 }
 
+/// The token a token file holds: its first line, trimmed (`None` when blank).
+pub fn token_in_file(text: &str) -> Option<&str> {
+    text.lines().next().map(str::trim).filter(|t| !t.is_empty())
+}
+
 /// Reads the token (`token_file`, else `token_env`, else `SWITCHYARD_ADMIN_TOKEN` if set) and
 /// the host list, and refuses a listener other than loopback without a token.
 pub fn resolve(admin: &AdminSection, base_dir: &Path, c: &mut Collector<'_>) -> AdminAccess {
@@ -39,7 +44,7 @@ pub fn resolve(admin: &AdminSection, base_dir: &Path, c: &mut Collector<'_>) -> 
         (Some(file), None) => {
             let path = base_dir.join(file.get_ref());
             match std::fs::read_to_string(&path) {
-                Ok(text) => match text.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
+                Ok(text) => match token_in_file(&text) {
                     Some(t) => token = Some(t.to_string()),
                     None => c.error(file.span(), format!("the token file {} is empty", path.display())),
                 },

@@ -40,10 +40,8 @@ fn locate(config: &Path) -> Result<Location, String> {
     let base = config.parent().unwrap_or(Path::new("."));
     let token = match (key("admin", "token_file"), key("admin", "token_env")) {
         (Some(file), _) => std::fs::read_to_string(base.join(&file))
-            .map_err(|e| format!("{}: cannot read the admin token file {file}: {e}", config.display()))?
-            .lines()
-            .next()
-            .map(|t| t.trim().to_string()),
+            .map_err(|e| format!("{}: cannot read the admin token file {file}: {e}", config.display()))
+            .map(|text| super::auth::token_in_file(&text).map(str::to_string))?,
         (None, env) => std::env::var(env.as_deref().unwrap_or(crate::config::model::DEFAULT_ADMIN_TOKEN_ENV)).ok(),
     };
     let token = token.filter(|t| !t.is_empty());

@@ -214,13 +214,13 @@ pub fn create_site(doc: &mut DocumentMut, body: &Json) -> EditResult<Vec<String>
 pub fn put_site(doc: &mut DocumentMut, host: &str, body: &Json) -> EditResult<bool> {
     let mut site = site_object(body)?.clone();
     let host = normalize_host(host);
-    let hosts = body_hosts(&site)?;
+    let mut hosts = body_hosts(&site)?;
     if hosts.is_empty() {
         site.insert("hosts".into(), Json::Array(vec![Json::String(host.clone())]));
+        hosts.push(host.clone());
     } else if !hosts.contains(&host) {
         return Err(invalid(format!("the site's hosts must include {host}, the domain being replaced")));
     }
-    let hosts = body_hosts(&site)?;
     let existing = find_site(doc, &host);
     check_hosts_free(doc, &hosts, existing)?;
     match existing {

@@ -2,7 +2,7 @@
 //! as written (secrets redacted), sites, backends with their live figures, plugins with their
 //! counters.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value as Json, json};
 
@@ -184,9 +184,20 @@ pub fn backend(generation: &Generation, id: &str) -> Option<Json> {
     find_backend(generation, id).map(|(u, i)| backend_view(&u, i))
 }
 
+/// Built-in plugins' sha256 → the built-in's name, for the plugin list's `version`.
+fn builtin_digests() -> &'static std::collections::HashMap<String, &'static str> {
+    static DIGESTS: OnceLock<std::collections::HashMap<String, &'static str>> = OnceLock::new();
+    DIGESTS.get_or_init(|| {
+        crate::plugin::builtin_names()
+            .filter_map(crate::plugin::builtin_plugin)
+            .map(|b| (crate::plugin::sha256_hex(b.bytes), b.name))
+            .collect()
+    })
+}
+
 /// `GET /api/v1/plugins`: every loaded plugin with its roles, digest and counters.
 pub fn plugins(generation: &Generation) -> Json {
-    let digests = super::api::builtin_digests();
+    let digests = builtin_digests();
     let list: Vec<Json> = generation
         .plugins
         .iter()

@@ -182,6 +182,18 @@ fn none_available(upstream: &Upstream, tag: Option<&str>) -> String {
     )
 }
 
+/// Shows a value, or `-` for none, without formatting it into a string of its own first.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// What the request phase decided.
 enum Verdict {
     Proxy,
@@ -678,7 +690,7 @@ impl ProxyHttp for SwitchyardProxy {
         };
         tracing::info!(
             target: "switchyard::access",
-            client = %session.client_addr().map_or_else(|| "-".to_string(), |a| a.to_string()),
+            client = %OrDash(session.client_addr()),
             method = %head.method,
             host = head.uri.host().or_else(|| head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("-"),
             path = %head.uri.path(),
