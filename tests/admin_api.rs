@@ -261,16 +261,30 @@ async fn a_scrape_counts_requests_by_status_and_plugin_calls_exactly() {
     for _ in 0..3 {
         assert_eq!(common::get(listen, "unknown.test", "/").await.status, 404);
     }
-    let text = common::client()
-        .get(format!("http://{admin}/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let values = scrape_values(&text);
+    // A request is counted when it ends, just after its answer reached the client, and its
+    // connection is counted until the proxy sees it close: scrape until the last ones are in.
+    let ok_series = r#"switchyard_requests_total{code="2xx",route="all",site="shop",upstream="app"}"#;
+    let not_found_series = r#"switchyard_requests_total{code="4xx",route="-",site="-",upstream="-"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (text, values) = loop {
+        let text = common::client()
+            .get(format!("http://{admin}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let values = scrape_values(&text);
+        let settled = values.get(ok_series) == Some(&7.0)
+            && values.get(not_found_series) == Some(&3.0)
+            && values.get("switchyard_client_connections_active") == Some(&0.0);
+        if settled || Instant::now() > deadline {
+            break (text, values);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let value = |series: &str| values.get(series).copied().unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     assert_eq!(value(r#"switchyard_requests_total{code="2xx",route="all",site="shop",upstream="app"}"#), 7.0);
     assert_eq!(value(r#"switchyard_requests_total{code="5xx",route="all",site="shop",upstream="app"}"#), 0.0);
