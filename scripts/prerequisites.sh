@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building Switchyard needs beyond Rust when it is missing: cmake (Pingora's
-# zlib-ng build) and a C compiler. Uses apt-get (as root, or through sudo).
+# zlib-ng build) and a C compiler; and what its tests need: curl, and Pebble (the `pebble`
+# package: pebble and pebble-challtestsrv, a test ACME server). Uses apt-get (as root, or through
+# sudo).
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v cc >/dev/null || missing+=(gcc)
 command -v curl >/dev/null || missing+=(curl)
+command -v pebble >/dev/null || missing+=(pebble)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
   echo "prerequisites: please install: ${missing[*]}" >&2

@@ -27,6 +27,7 @@ use crate::plugin::{
     RouterRole, SplitRole, WasmPlugin, builtin_plugin, sha256_hex,
 };
 use crate::proxy::limits::{ClientLimits, body_limit};
+use crate::tls::upstream::UpstreamTlsSettings;
 use crate::upstream::{Backend, RetryBudget, Upstream, UpstreamPolicy};
 
 pub use crate::config::model::{DEFAULT_BALANCER, DEFAULT_ROUTER, DEFAULT_SPLIT, HEADER_POLICY_PLUGIN};
@@ -83,6 +84,8 @@ pub struct Generation {
     pub report: BuildReport,
     /// The configuration text this generation was built from (what the admin API edits).
     pub source_text: Arc<str>,
+    /// The listeners' strategy and each site's certificate source.
+    pub tls: Arc<crate::tls::TlsPlan>,
 }
 
 /// A `[[tcp]]` route.
@@ -98,6 +101,8 @@ pub struct TcpRoute {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSettings {
     pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners.
+    pub tls_listen: Vec<SocketAddr>,
     pub threads: Option<usize>,
     pub admin_listen: Option<SocketAddr>,
     /// The admin API's token and Host allow-list (a reload applies them).
@@ -121,6 +126,9 @@ impl ProcessSettings {
         let mut keys = Vec::new();
         if self.listen != next.listen {
             keys.push("server.listen");
+        }
+        if self.tls_listen != next.tls_listen {
+            keys.push("server.tls_listen");
         }
         if self.threads != next.threads {
             keys.push("server.threads");
@@ -147,6 +155,7 @@ impl ProcessSettings {
     /// running generation always describes what is actually running.
     pub fn carry_restart_only(&self, next: &mut ProcessSettings) {
         next.listen = self.listen.clone();
+        next.tls_listen = self.tls_listen.clone();
         next.threads = self.threads;
         next.pid_file = self.pid_file.clone();
         next.upgrade_socket = self.upgrade_socket.clone();
@@ -763,6 +772,11 @@ pub fn build(
         }
         let balancer: Arc<dyn BalancerRole> = Arc::new(plugin);
         let policy = UpstreamPolicy::from_config(u, &mut c);
+        let tls = u.tls.as_ref().filter(|t| t.get_ref().enabled).and_then(|t| {
+            UpstreamTlsSettings::from_config(t.get_ref(), source.base_dir())
+                .map_err(|e| c.error(t.span(), format!("upstream `{name}` tls: {e}")))
+                .ok()
+        });
         upstreams.insert(
             name.clone(),
             Arc::new(Upstream {
@@ -772,6 +786,7 @@ pub fn build(
                 balancer,
                 policy,
                 retry_budget: RetryBudget::default(),
+                tls,
             }),
         );
     }
@@ -845,6 +860,7 @@ pub fn build(
         }
     }
 
+    let tls = crate::tls::plan::build(config, source.base_dir(), &mut c);
     let mut process = process_settings(config, source.base_dir());
     process.admin_access = crate::admin::auth::resolve(&config.admin, source.base_dir(), &mut c);
     let mut watched_files = vec![source.path.clone()];
@@ -873,6 +889,7 @@ pub fn build(
         watched_files,
         report,
         source_text: Arc::from(source.text.as_str()),
+        tls: Arc::new(tls),
     })
 }
 
@@ -886,6 +903,7 @@ fn process_settings(config: &ConfigFile, base_dir: &Path) -> ProcessSettings {
     let server = &config.server;
     ProcessSettings {
         listen,
+        tls_listen: crate::tls::plan::tls_listen(config),
         threads: server.threads.as_ref().map(|t| *t.get_ref()),
         admin_listen: config.admin.listen.as_ref().and_then(|a| a.get_ref().parse().ok()),
         admin_access: Default::default(),

@@ -6,4 +6,5 @@ pub mod demo;
 pub mod generation;
 pub mod plugin;
 pub mod proxy;
+pub mod tls;
 pub mod upstream;

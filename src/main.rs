@@ -34,6 +34,11 @@ enum Command {
         /// a restart or binary upgrade without refusing a connection.
         #[arg(long)]
         upgrade: bool,
+        /// Development TLS: sites without `tls` get certificates from a local CA (created once
+        /// in the storage directory, its path printed), and HTTPS listens on 127.0.0.1:8443
+        /// when the configuration has no `tls_listen`.
+        #[arg(long)]
+        dev: bool,
     },
     /// Tell the running proxy to reload its configuration: through its admin listener
     /// (`[admin] listen`, with the outcome printed), else SIGHUP to the pid in `[server] pid_file`.
@@ -117,7 +122,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, upgrade } => {
+        Command::Run { config, upgrade, dev } => {
+            switchyard::tls::plan::set_dev_mode(dev);
             let engine = engine_or_exit();
             match generation::load(&config, &engine) {
                 Ok(g) => {

@@ -22,6 +22,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use serde_json::{Value as Json, json};
 
+use super::certs;
 use super::edit::{self, BackendId, EditError, SwitchRequest};
 use super::logs::{AUDIT_TARGET, LogFeed};
 use super::metrics::Metrics;
@@ -52,6 +53,8 @@ pub struct AdminApi {
     pub current: Arc<ArcSwap<Generation>>,
     /// Where this listener is bound (its address is an allowed Host).
     pub listen: SocketAddr,
+    /// Certificates and their ACME state.
+    pub tls: Arc<crate::tls::TlsRuntime>,
 }
 
 /// A finished answer, or the log stream.
@@ -112,7 +115,8 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static [&'static str]> {
         }
         ["domains"] | ["backends"] => &["GET", "HEAD", "POST"],
         ["domains", _] | ["backends", _] => &["GET", "HEAD", "PUT", "DELETE"],
-        ["domains", _, "backends"] => GET,
+        ["domains", _, "backends"] | ["certs"] | ["certs", _] => GET,
+        ["certs", _, "renew"] => POST,
         _ => return None,
     })
 }
@@ -293,6 +297,23 @@ impl AdminApi {
                 Some(backend) => return get(backend),
                 None => error(StatusCode::NOT_FOUND, &format!("no backend {id} (ids are <upstream>@<address>)")),
             },
+            ("GET", ["certs"]) => return get(json!({ "certificates": certs::certificates(&generation, &self.tls) })),
+            ("GET", ["certs", host]) => match certs::certificate(&generation, &self.tls, host) {
+                Some(certificate) => return get(certificate),
+                None => error(StatusCode::NOT_FOUND, &format!("no site serves {host}")),
+            },
+            ("POST", ["certs", host, "renew"]) => {
+                let (status, answer) = certs::renew(&generation, &self.tls, host);
+                tracing::info!(
+                    target: AUDIT_TARGET,
+                    peer = %call.peer,
+                    method = "POST",
+                    path = %format!("/api/v1/certs/{host}/renew"),
+                    outcome = status.as_u16(),
+                    "certificate renewal"
+                );
+                json_response(status, answer)
+            }
             ("POST", ["reload"]) => self.reload().await,
             ("POST", ["upgrade"]) => self.upgrade().await,
             ("POST", ["domains"]) => {

@@ -4,6 +4,8 @@
 //! generation at each scrape — plugin calls by plugin and role, backend health and connections.
 
 use std::collections::HashMap;
+
+use crate::tls::TlsRuntime;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -101,8 +103,9 @@ impl Metrics {
         &self,
         current: Arc<ArcSwap<Generation>>,
         open_connections: Arc<AtomicUsize>,
+        tls: Arc<TlsRuntime>,
     ) -> prometheus::Result<()> {
-        self.registry.register(Box::new(GenerationCollector::new(current, open_connections)?))
+        self.registry.register(Box::new(GenerationCollector::new(current, open_connections, tls)?))
     }
 
     /// Every metric in the Prometheus text format.
@@ -120,11 +123,12 @@ impl Metrics {
 struct GenerationCollector {
     current: Arc<ArcSwap<Generation>>,
     open_connections: Arc<AtomicUsize>,
+    tls: Arc<TlsRuntime>,
     descs: Vec<Desc>,
 }
 
 /// (name, help, type, labels) of every family [`GenerationCollector`] reports.
-const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 10] = [
+const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 13] = [
     ("switchyard_plugin_calls_total", "Plugin calls, by plugin and role", MetricType::COUNTER, &["plugin", "role"]),
     (
         "switchyard_plugin_traps_total",
@@ -170,10 +174,32 @@ const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 10] = [
         &["upstream", "backend"],
     ),
     ("switchyard_client_connections_active", "Client connections open now", MetricType::GAUGE, &[]),
+    (
+        "switchyard_tls_certificate_expiry_timestamp_seconds",
+        "When the certificate a site serves ends (unix seconds)",
+        MetricType::GAUGE,
+        &["site", "source"],
+    ),
+    (
+        "switchyard_tls_certificate_seconds_left",
+        "Seconds until the certificate a site serves ends (negative once expired)",
+        MetricType::GAUGE,
+        &["site", "source"],
+    ),
+    (
+        "switchyard_acme_failures",
+        "Failed ACME orders in a row for a site's certificate (0 after a success)",
+        MetricType::GAUGE,
+        &["site"],
+    ),
 ];
 
 impl GenerationCollector {
-    fn new(current: Arc<ArcSwap<Generation>>, open_connections: Arc<AtomicUsize>) -> prometheus::Result<Self> {
+    fn new(
+        current: Arc<ArcSwap<Generation>>,
+        open_connections: Arc<AtomicUsize>,
+        tls: Arc<TlsRuntime>,
+    ) -> prometheus::Result<Self> {
         let descs = GENERATION_FAMILIES
             .iter()
             .map(|(name, help, _, labels)| {
@@ -185,7 +211,7 @@ impl GenerationCollector {
                 )
             })
             .collect::<prometheus::Result<_>>()?;
-        Ok(GenerationCollector { current, open_connections, descs })
+        Ok(GenerationCollector { current, open_connections, tls, descs })
     }
 }
 
@@ -249,6 +275,19 @@ impl Collector for GenerationCollector {
             }
         }
         samples[9].push(sample(&[], self.open_connections.load(Relaxed) as f64, MetricType::GAUGE));
+        let plan = &generation.tls;
+        let now = crate::tls::material::unix_now();
+        for site in &plan.sites {
+            let labels = [("site", site.site.as_str()), ("source", site.source.kind())];
+            if let Some(material) = self.tls.material_of(plan, site) {
+                samples[10].push(sample(&labels, material.info.not_after as f64, MetricType::GAUGE));
+                samples[11].push(sample(&labels, material.info.remaining_s(now) as f64, MetricType::GAUGE));
+            }
+            if let Some(dir) = TlsRuntime::acme_dir(plan, site).filter(|_| site.source.kind() == "acme") {
+                let failures = self.tls.managed(&dir).status.failures;
+                samples[12].push(sample(&[("site", site.site.as_str())], f64::from(failures), MetricType::GAUGE));
+            }
+        }
         GENERATION_FAMILIES
             .iter()
             .zip(samples)

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod certs;
 pub mod client;
 pub mod edit;
 pub mod logs;

@@ -27,6 +27,9 @@ pub const ENDPOINTS: &[&str] = &[
     "GET /api/v1/plugins",
     "GET /api/v1/stats",
     "GET /api/v1/logs/stream",
+    "GET /api/v1/certs",
+    "GET /api/v1/certs/{host}",
+    "POST /api/v1/certs/{host}/renew",
     "GET /api/v1/openapi.json",
     "GET /metrics",
 ];

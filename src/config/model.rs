@@ -40,6 +40,7 @@ pub struct ConfigFile {
     pub plugins: Vec<Spanned<PluginSection>>,
     pub tcp_routes: Vec<Spanned<TcpSection>>,
     pub log: LogSection,
+    pub tls: TlsSection,
     /// Names of upstreams and plugins whose tables could not be read (already reported), so
     /// references to them are not reported again.
     pub unreadable_names: std::collections::HashSet<String>,
@@ -51,6 +52,16 @@ pub struct ServerSection {
     /// HTTP listener addresses (`ip:port`). Default `0.0.0.0:8080`.
     #[serde(default)]
     pub listen: Vec<Spanned<String>>,
+    /// HTTPS listener addresses (`ip:port`): TLS with each site's certificate chosen by SNI,
+    /// HTTP/2 or HTTP/1.1 by ALPN. Default: none.
+    #[serde(default)]
+    pub tls_listen: Vec<Spanned<String>>,
+    /// `https-only` (the default with `tls_listen`: plain HTTP answers ACME challenges and
+    /// redirects everything else), `both` (both serve) or `http-only` (no TLS).
+    pub strategy: Option<Spanned<String>>,
+    /// The port redirects to HTTPS name (when clients reach the TLS listener through another
+    /// port than it listens on). Default: the first `tls_listen` port.
+    pub https_port: Option<Spanned<u16>>,
     /// Worker threads. Default: the number of CPUs.
     pub threads: Option<Spanned<usize>>,
     /// Request filters run on every request, before routing, in this order.
@@ -126,6 +137,113 @@ impl LogSection {
     }
 }
 
+/// `[tls]`: where certificates come from when a site does not name its own files.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TlsSection {
+    /// Where ACME accounts, issued certificates and the local CA are kept (relative to the
+    /// configuration file). Default `switchyard-data`.
+    pub storage_dir: Option<Spanned<String>>,
+    /// Sites without `tls` get a certificate from a local CA created once in the storage
+    /// directory (development; `run --dev` turns it on). Default false.
+    #[serde(default)]
+    pub self_signed: bool,
+    /// The host whose certificate answers a handshake naming no configured host (or none).
+    /// Default: such handshakes fail.
+    pub default_host: Option<Spanned<String>>,
+    /// The contact address of the ACME account. Setting it (or `acme_directory`) makes ACME the
+    /// certificate source of sites without `tls`.
+    pub acme_email: Option<Spanned<String>>,
+    /// `letsencrypt` (default), `letsencrypt-staging`, or an ACME directory URL.
+    pub acme_directory: Option<Spanned<String>>,
+    /// A PEM file with the root CA of a private ACME server's own HTTPS certificate.
+    pub acme_ca_root: Option<Spanned<String>>,
+    /// `http-01` (default: answered on the HTTP listener) or `tls-alpn-01` (answered on the
+    /// HTTPS listener, for hosts whose port 80 is closed).
+    pub acme_challenge: Option<Spanned<String>>,
+}
+
+/// A site's certificate: `tls = "acme"`, `"self-signed"`, `"none"`, or
+/// `tls = { cert = "chain.pem", key = "key.pem" }`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SiteTls {
+    Acme,
+    SelfSigned,
+    None,
+    Files { cert: String, key: String },
+}
+
+impl<'de> Deserialize<'de> for SiteTls {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Files {
+            cert: String,
+            key: String,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SiteTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#""acme", "self-signed", "none" or { cert = "…", key = "…" }"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SiteTls, E> {
+                match v {
+                    "acme" => Ok(SiteTls::Acme),
+                    "self-signed" => Ok(SiteTls::SelfSigned),
+                    "none" => Ok(SiteTls::None),
+                    other => Err(E::custom(format!(
+                        r#"unknown certificate source `{other}` (expected "acme", "self-signed", "none" or {{ cert, key }})"#
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SiteTls, A::Error> {
+                let files: Files = Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SiteTls::Files { cert: files.cert, key: files.key })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// An upstream's TLS: `tls = true`, or `tls = { sni = "…", ca = "ca.pem", verify = false }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamTls {
+    pub enabled: bool,
+    /// The name sent and verified. Default: the backend address's host.
+    pub sni: Option<String>,
+    /// A PEM file of the CAs to trust instead of the system's.
+    pub ca: Option<String>,
+    /// Verify the backend's certificate. Default true.
+    pub verify: bool,
+}
+
+impl<'de> Deserialize<'de> for UpstreamTls {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            sni: Option<String>,
+            ca: Option<String>,
+            verify: Option<bool>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UpstreamTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a table { sni, ca, verify }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<UpstreamTls, E> {
+                Ok(UpstreamTls { enabled: v, verify: true, ..Default::default() })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<UpstreamTls, A::Error> {
+                let t: Table = Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(UpstreamTls { enabled: true, sni: t.sni, ca: t.ca, verify: t.verify.unwrap_or(true) })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// The environment variable the admin API's bearer token is read from, by default.
 pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
 
@@ -165,6 +283,8 @@ pub struct UpstreamSection {
     /// Which failed attempts are tried again on another backend.
     #[serde(default)]
     pub retries: RetriesSection,
+    /// Connect to the backends over TLS. Default: plain HTTP.
+    pub tls: Option<Spanned<UpstreamTls>>,
 }
 
 /// `timeouts = { … }` of an upstream, in milliseconds.
@@ -283,6 +403,12 @@ pub struct SiteSection {
     pub response_filters: Vec<Spanned<String>>,
     /// Header policy keys merged over the server's (or `false` for none on this site).
     pub header_policy: Option<Spanned<HeaderPolicy>>,
+    /// Where the site's certificate comes from. Default: `[tls]`'s source (self-signed, ACME)
+    /// or none.
+    pub tls: Option<Spanned<SiteTls>>,
+    /// Redirect this site's plain HTTP requests to HTTPS. Default: with `strategy =
+    /// "https-only"`, when the site has a certificate.
+    pub http_to_https: Option<Spanned<bool>>,
     /// The routes, filled from `[[site.route]]` (read separately, to report each one's problems).
     #[serde(skip)]
     pub routes: Vec<Spanned<RouteSection>>,

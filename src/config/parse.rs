@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::diagnostics::{Collector, Diagnostics, SourceFile};
 use super::model::{
     AdminSection, ConfigFile, LogSection, PluginSection, RouteSection, ServerSection, SiteSection, TcpSection,
-    UpstreamSection,
+    TlsSection, UpstreamSection,
 };
 
 /// One step of a path into a TOML value.
@@ -162,6 +162,11 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
                     config.log = log;
                 }
             }
+            "tls" => {
+                if let Some(tls) = read_part::<TlsSection>(value, "[tls]", c) {
+                    config.tls = tls;
+                }
+            }
             "tcp" => {
                 for element in elements(value, "tcp", c) {
                     if let Some(t) = read_part::<TcpSection>(element, "[[tcp]]", c) {
@@ -171,7 +176,7 @@ pub fn parse(source: &SourceFile, c: &mut Collector<'_>) -> Result<ConfigFile, D
             }
             other => c.error(
                 key.span(),
-                format!("unknown section `{other}` (expected server, admin, log, upstream, site, plugin or tcp)"),
+                format!("unknown section `{other}` (expected server, admin, tls, log, upstream, site, plugin or tcp)"),
             ),
         }
     }

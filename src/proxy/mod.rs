@@ -11,6 +11,7 @@
 //! afterwards, so plugins read and change the live head without copies.
 
 pub mod connection;
+pub mod core_answers;
 mod hop;
 pub mod limits;
 pub mod server;
@@ -34,6 +35,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use crate::admin::traffic::{NONE, Recorder, Traffic};
 use crate::generation::{Generation, Link, RouteSettings};
 use crate::plugin::{FilterAction, LocalResponse, PluginError, RequestView, SplitChoice};
+use crate::tls::TlsRuntime;
 use crate::upstream::{InFlight, Upstream};
 
 /// The context key where the split's choice is left for later plugins and the access log.
@@ -43,13 +45,20 @@ pub const SPLIT_VARIANT_CONTEXT_KEY: &str = switchyard_sdk::SPLIT_VARIANT_CONTEX
 pub struct SwitchyardProxy {
     current: Arc<ArcSwap<Generation>>,
     requests: Arc<RequestCount>,
+    tls: Arc<TlsRuntime>,
 }
 
 impl SwitchyardProxy {
     /// A proxy serving whatever generation `current` holds at each request's start, counting
     /// its requests in progress in `requests`.
     pub fn new(current: Arc<ArcSwap<Generation>>, requests: Arc<RequestCount>) -> Self {
-        SwitchyardProxy { current, requests }
+        SwitchyardProxy { current, requests, tls: Arc::default() }
+    }
+
+    /// The TLS state whose ACME challenges the proxy answers.
+    pub fn with_tls_runtime(mut self, tls: Arc<TlsRuntime>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -436,6 +445,12 @@ impl ProxyHttp for SwitchyardProxy {
             Some(PingoraSocketAddr::Inet(addr)) => addr.port(),
             _ => 0,
         };
+        ctx.view.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if let Some(reply) = core_answers::answer(&ctx.generation.tls, &self.tls, session.req_header(), ctx.view.https)
+        {
+            send_local_reply(session, reply).await?;
+            return Ok(true);
+        }
         swap_head(session, ctx);
         for name in hop::connection_nominated(&ctx.view.head.headers) {
             ctx.view.head.remove_header(&name);
@@ -536,7 +551,10 @@ impl ProxyHttp for SwitchyardProxy {
         let timeouts = &upstream.policy.timeouts;
         // No single wait outlasts the whole request's deadline.
         let capped = |t: std::time::Duration| Some(deadline.map_or(t, |d| t.min(d.saturating_duration_since(now))));
-        let mut peer = HttpPeer::new(backend.address, false, String::new());
+        let mut peer = match &upstream.tls {
+            None => HttpPeer::new(backend.address, false, String::new()),
+            Some(tls) => tls.peer(backend.address, &backend.label),
+        };
         peer.options.connection_timeout = capped(timeouts.connect);
         peer.options.read_timeout = capped(timeouts.read);
         peer.options.write_timeout = capped(timeouts.write);

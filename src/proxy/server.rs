@@ -25,6 +25,9 @@ use super::{RequestCount, SwitchyardProxy};
 use crate::admin::{AdminApi, Metrics, Reloader, signals, watch as file_watch};
 use crate::generation::Generation;
 use crate::plugin::PluginEngine;
+use crate::tls::alpn_challenge::ChallengeResponder;
+use crate::tls::{SniResolver, TlsRuntime};
+use pingora::listeners::tls::TlsSettings;
 
 /// How `run` starts the process.
 pub struct RunOptions {
@@ -75,10 +78,23 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
     }
     server.bootstrap();
 
-    let proxy =
-        pingora::proxy::http_proxy(&server.configuration, SwitchyardProxy::new(current.clone(), requests.clone()));
+    // rustls needs one process-wide crypto provider (ring, as Pingora's listeners use).
+    pingora::tls::install_default_crypto_provider();
+    let tls_runtime = Arc::new(TlsRuntime::default());
+    match tls_runtime.prepare(&current.load().tls) {
+        Ok(Some(ca)) => eprintln!(
+            "switchyard: self-signed certificates come from the local CA {} (add it to your trust store, or pass it to curl --cacert)",
+            std::fs::canonicalize(&ca).unwrap_or(ca).display()
+        ),
+        Ok(None) => {}
+        Err(e) => fail(&format!("cannot set up the local CA: {e}")),
+    }
+    let proxy = pingora::proxy::http_proxy(
+        &server.configuration,
+        SwitchyardProxy::new(current.clone(), requests.clone()).with_tls_runtime(tls_runtime.clone()),
+    );
     let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    if let Err(e) = metrics.watch_generation(current.clone(), open_connections.clone()) {
+    if let Err(e) = metrics.watch_generation(current.clone(), open_connections.clone(), tls_runtime.clone()) {
         fail(&format!("cannot set up the metrics: {e}"));
     }
     let mut service = pingora::services::listening::Service::new(
@@ -88,6 +104,23 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
     for addr in &process.listen {
         service.add_tcp(&addr.to_string());
         tracing::info!("listening on http://{addr}");
+    }
+    if !process.tls_listen.is_empty() {
+        let resolver = Arc::new(SniResolver { current: current.clone(), runtime: tls_runtime.clone() });
+        for addr in &process.tls_listen {
+            let mut settings = match TlsSettings::intermediate("", "") {
+                Ok(s) => s,
+                Err(e) => fail(&format!("cannot set up TLS on {addr}: {e}")),
+            };
+            settings.set_cert_resolver(resolver.clone());
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr.to_string(), None, settings);
+            tracing::info!("listening on https://{addr} (HTTP/2 and HTTP/1.1)");
+        }
+        service.endpoints().set_pre_tls_callback(Arc::new(ChallengeResponder { runtime: tls_runtime.clone() }));
+    }
+    if let Err(e) = crate::tls::acme::start(tls_runtime.clone(), current.clone()) {
+        fail(&format!("cannot start the certificate manager: {e}"));
     }
     server.add_service(service);
     let tcp_routes = current.load().tcp_routes.clone();
@@ -111,6 +144,7 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
             requests: requests.clone(),
             current: current.clone(),
             listen: addr,
+            tls: tls_runtime.clone(),
         };
         let mut admin = pingora::services::listening::Service::new("switchyard admin".to_string(), api);
         admin.threads = Some(1);

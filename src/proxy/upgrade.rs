@@ -81,6 +81,7 @@ impl Upgrader {
             .arg("--config")
             .arg(&self.config)
             .arg("--upgrade")
+            .args(crate::tls::plan::dev_mode().then_some("--dev"))
             .env(READY_FD_ENV, READY_FD.to_string())
             .stdin(Stdio::null());
         // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) are made.

@@ -20,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use super::policy::{HealthCheck, Probe};
 use super::{Backend, Upstream};
 use crate::generation::Generation;
+use crate::tls::upstream::UpstreamTlsSettings;
 
 /// How often the prober looks for probes that are due.
 const TICK: Duration = Duration::from_millis(20);
@@ -52,10 +53,12 @@ pub async fn run_prober(current: Arc<ArcSwap<Generation>>) {
                 }
                 *next = now + check.interval;
                 let (backend, check, connector) = (backend.clone(), check.clone(), connector.clone());
-                let upstream_name = upstream.name.clone();
+                let (upstream_name, tls) = (upstream.name.clone(), upstream.tls.clone());
                 probing.insert(
                     key,
-                    tokio::spawn(async move { probe_and_record(&connector, &upstream_name, &backend, &check).await }),
+                    tokio::spawn(async move {
+                        probe_and_record(&connector, &upstream_name, tls.as_ref(), &backend, &check).await
+                    }),
                 );
             }
         }
@@ -63,12 +66,19 @@ pub async fn run_prober(current: Arc<ArcSwap<Generation>>) {
     }
 }
 
-async fn probe_and_record(connector: &Connector, upstream: &str, backend: &Backend, check: &HealthCheck) {
+async fn probe_and_record(
+    connector: &Connector,
+    upstream: &str,
+    tls: Option<&UpstreamTlsSettings>,
+    backend: &Backend,
+    check: &HealthCheck,
+) {
     let mut address = backend.address;
     if let Some(port) = check.port {
         address.set_port(port);
     }
-    let result = match tokio::time::timeout(check.timeout, probe(connector, address, &backend.label, check)).await {
+    let result = match tokio::time::timeout(check.timeout, probe(connector, tls, address, &backend.label, check)).await
+    {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
     };
@@ -118,11 +128,15 @@ pub async fn probe_now(upstream: &Upstream, i: usize) -> ProbeReport {
                 address.set_port(port);
             }
             let kind = if matches!(check.probe, Probe::Http { .. }) { "http" } else { "tcp" };
-            let result =
-                match tokio::time::timeout(check.timeout, probe(&connector, address, &backend.label, check)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
-                };
+            let result = match tokio::time::timeout(
+                check.timeout,
+                probe(&connector, upstream.tls.as_ref(), address, &backend.label, check),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
+            };
             backend.record_probe(result.is_ok(), check.healthy_threshold, check.unhealthy_threshold);
             (kind, result)
         }
@@ -142,11 +156,20 @@ pub async fn probe_now(upstream: &Upstream, i: usize) -> ProbeReport {
 }
 
 /// One probe: `Ok` when it passed, else why not.
-async fn probe(connector: &Connector, address: SocketAddr, label: &str, check: &HealthCheck) -> Result<(), String> {
+async fn probe(
+    connector: &Connector,
+    tls: Option<&UpstreamTlsSettings>,
+    address: SocketAddr,
+    label: &str,
+    check: &HealthCheck,
+) -> Result<(), String> {
     let Probe::Http { method, path, host, status, body } = &check.probe else {
         return tokio::net::TcpStream::connect(address).await.map(drop).map_err(|e| format!("connect: {e}"));
     };
-    let mut peer = HttpPeer::new(address, false, String::new());
+    let mut peer = match tls {
+        Some(tls) => tls.peer(address, label),
+        None => HttpPeer::new(address, false, String::new()),
+    };
     peer.options.connection_timeout = Some(check.timeout);
     peer.options.read_timeout = Some(check.timeout);
     peer.options.write_timeout = Some(check.timeout);

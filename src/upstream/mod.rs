@@ -33,6 +33,8 @@ pub struct Upstream {
     pub balancer: Arc<dyn BalancerRole>,
     pub policy: UpstreamPolicy,
     pub retry_budget: RetryBudget,
+    /// TLS to the backends (`None`: plain HTTP).
+    pub tls: Option<crate::tls::upstream::UpstreamTlsSettings>,
 }
 
 impl Upstream {
@@ -293,6 +295,7 @@ mod tests {
             balancer: Arc::new(FirstBackend),
             policy,
             retry_budget: RetryBudget::default(),
+            tls: None,
         }
     }
 

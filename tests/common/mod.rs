@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod pebble;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -191,6 +194,23 @@ impl RunningBinary {
             .env("SWITCHYARD_PLUGIN_CACHE", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
             .env("SWITCHYARD_LOG", level)
             .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn switchyard: {e}"));
+        RunningBinary(child)
+    }
+
+    /// `switchyard run --config <config> <extra…>` logging at `level` into the file `log`.
+    pub fn start_with(config: &std::path::Path, extra: &[&str], level: &str, log: &std::path::Path) -> RunningBinary {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(extra)
+            .env("SWITCHYARD_PLUGIN_CACHE", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
+            .env("SWITCHYARD_LOG", level)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn switchyard: {e}"));
         RunningBinary(child)
