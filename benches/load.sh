@@ -2,7 +2,8 @@
 # Load comparison on loopback, in one run: Switchyard, a bare Pingora proxy (examples/bare_pingora.rs)
 # and nginx, each with one worker thread pinned to CPU 0, in front of the same nginx origin, with
 # wrk (pinned to CPU 1) as the client. Prints requests/s, latency and CPU µs per request of each
-# proxy process, and the ratios to the bare Pingora proxy.
+# proxy process, and the ratios to the bare Pingora proxy. Switchyard and nginx are also measured
+# terminating HTTPS (keep-alive, the same ECDSA P-256 certificate, TLS 1.3), as a ratio to each other.
 #
 # A shared 2-core machine is noisy (run-to-run swings of 20% were seen), so the proxies are
 # measured in ROUNDS rounds, in a rotating order, each proxy started fresh and alone on CPU 0,
@@ -19,7 +20,7 @@ duration=${DURATION:-5}
 rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-32}
 warmup=${WARMUP:-1}
-for tool in nginx wrk taskset python3; do
+for tool in nginx wrk taskset python3 openssl; do
   command -v "$tool" >/dev/null || { echo "load.sh: $tool is required (apt-get install nginx-light wrk util-linux)" >&2; exit 1; }
 done
 
@@ -33,6 +34,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   [ -f "$work/origin.pid" ] && kill "$(cat "$work/origin.pid")" 2>/dev/null || true
   [ -s "$work/nginx-proxy.pid" ] && kill "$(cat "$work/nginx-proxy.pid")" 2>/dev/null || true
+  [ -s "$work/nginx-https.pid" ] && kill "$(cat "$work/nginx-https.pid")" 2>/dev/null || true
   sleep 0.2
   rm -rf "$work"
 }
@@ -40,6 +42,11 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 origin_port=$(free_port); nginx_port=$(free_port); bare_port=$(free_port); sy_port=$(free_port); chain_port=$(free_port)
+nginx_tls_port=$(free_port); sy_tls_port=$(free_port); sy_tls_http_port=$(free_port)
+
+# One certificate for both HTTPS proxies.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost" -keyout "$work/tls.key" -out "$work/tls.pem" 2>/dev/null
 
 nginx_conf() { # $1 name, $2 cpu, $3 server block
   cat > "$work/$1.conf" <<CONF
@@ -61,6 +68,7 @@ CONF
 # lists each address once.
 nginx_conf origin 10 "server { listen 127.0.0.1:$origin_port; listen 127.0.0.2:$origin_port; listen 127.0.0.3:$origin_port; listen 127.0.0.4:$origin_port; keepalive_requests 1000000; location / { return 200 'hello from the origin\n'; } }"
 nginx_conf nginx-proxy 01 "server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx_conf nginx-https 01 "server { listen 127.0.0.1:$nginx_tls_port ssl; ssl_certificate $work/tls.pem; ssl_certificate_key $work/tls.key; ssl_protocols TLSv1.3; keepalive_requests 1000000; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 nginx -c "$work/origin.conf" -p "$work" -e "$work/origin.error.log"
 
 # switchyard: the router alone (the foundation's figure); switchyard-chain: the full default chain
@@ -105,9 +113,34 @@ upstream = "origin"
 split = { variants = [{ tag = "a", weight = 90 }, { tag = "b", weight = 10 }] }
 CONF
 
-wait_for() {
+# switchyard-https: the router-only setup behind an HTTPS listener with the same certificate.
+cat > "$work/switchyard-https.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$sy_tls_http_port"]
+tls_listen = ["127.0.0.1:$sy_tls_port"]
+threads = 1
+header_policy = false
+
+[[upstream]]
+name = "origin"
+backends = [{ address = "127.0.0.1:$origin_port" }]
+
+[[site]]
+hosts = ["localhost"]
+tls = { cert = "tls.pem", key = "tls.key" }
+
+[[site.route]]
+upstream = "origin"
+CONF
+
+url_of() { # name port
+  case $1 in *-https) echo "https://localhost:$2/" ;; *) echo "http://127.0.0.1:$2/" ;; esac
+}
+
+wait_for() { # port [url]
+  local url=${2:-http://127.0.0.1:$1/}
   for _ in $(seq 1 200); do
-    curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0
+    curl -fsk -o /dev/null "$url" && return 0
     sleep 0.05
   done
   echo "load.sh: nothing answers on port $1" >&2; exit 1
@@ -120,6 +153,9 @@ start_proxy() {
     switchyard)
       SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$sy_port ;;
+    switchyard-https)
+      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-https.toml" >"$work/switchyard-https.log" 2>&1 &
+      pids+=($!); proxy_pids=$!; port=$sy_tls_port ;;
     switchyard-chain|switchyard-chain-returning)
       SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-chain.toml" >"$work/switchyard-chain.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$chain_port ;;
@@ -131,12 +167,18 @@ start_proxy() {
       wait_for "$nginx_port"
       local master; master=$(cat "$work/nginx-proxy.pid")
       proxy_pids="$master $(pgrep -P "$master" | tr '\n' ' ')"; port=$nginx_port ;;
+    nginx-https)
+      nginx -c "$work/nginx-https.conf" -p "$work" -e "$work/nginx-https.error.log"
+      wait_for "$nginx_tls_port" "$(url_of nginx-https "$nginx_tls_port")"
+      local master; master=$(cat "$work/nginx-https.pid")
+      proxy_pids="$master $(pgrep -P "$master" | tr '\n' ' ')"; port=$nginx_tls_port ;;
   esac
-  wait_for "$port"
+  wait_for "$port" "$(url_of "$1" "$port")"
 }
 stop_proxy() {
   case $1 in
     nginx) nginx -s quit -c "$work/nginx-proxy.conf" -p "$work" 2>/dev/null || true; sleep 0.3 ;;
+    nginx-https) nginx -s quit -c "$work/nginx-https.conf" -p "$work" 2>/dev/null || true; sleep 0.3 ;;
     # SIGINT: Pingora exits at once (SIGTERM would wait out its graceful-shutdown period).
     *) kill -INT $proxy_pids 2>/dev/null || true; wait $proxy_pids 2>/dev/null || true ;;
   esac
@@ -166,10 +208,13 @@ measure() { # name port pids...
     [ -n "$cookie" ] || { echo "load.sh: the chain set no sticky cookie" >&2; exit 1; }
     client=(-H "Cookie: $cookie")
   fi
-  taskset -c 1 wrk -t1 -c"$connections" -d"${warmup}s" "${client[@]}" "http://127.0.0.1:$port/" >/dev/null
+  local url; url=$(url_of "$name" "$port")
+  # wrk resolves localhost itself; its connections are kept alive, so handshakes are a
+  # negligible share of an HTTPS run.
+  taskset -c 1 wrk -t1 -c"$connections" -d"${warmup}s" "${client[@]}" "$url" >/dev/null
   local before after out
   before=$(cpu_ticks "$@")
-  out=$(taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "${client[@]}" "http://127.0.0.1:$port/")
+  out=$(taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "${client[@]}" "$url")
   after=$(cpu_ticks "$@")
   local requests rps p50 p99 errors
   requests=$(awk '/requests in/{print $1}' <<<"$out")
@@ -181,7 +226,7 @@ measure() { # name port pids...
   us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
   results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
 }
-read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-chain switchyard-chain-returning nginx}"
+read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-chain switchyard-chain-returning nginx switchyard-https nginx-https}"
 count=${#names[@]}
 for round in $(seq 1 "$rounds"); do
   for i in $(seq 0 $((count - 1))); do
@@ -208,9 +253,12 @@ for r in sys.argv[1:]:
     rows.setdefault(f[0], []).append((float(f[1]), float(f[2])))
 med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
 print("\nmedians over rounds:")
-for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx') if n in med]:
+for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx', 'switchyard-https', 'nginx-https') if n in med]:
     print(f"  {name:<27} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
 base = med.get('bare-pingora')
 for name in [n for n in ('switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx') if n in med and base]:
     print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}")
+if 'switchyard-https' in med and 'nginx-https' in med:
+    a, b = med['switchyard-https'], med['nginx-https']
+    print(f"switchyard-https / nginx-https: requests/s x{a[0] / b[0]:.3f}, CPU per request x{a[1] / b[1]:.3f}")
 PY

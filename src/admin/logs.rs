@@ -129,7 +129,9 @@ pub fn init(settings: &LogSettings) -> Result<(), String> {
         }
         None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
     };
-    let ansi = settings.file.is_none();
+    let ansi = settings.file.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let output = if settings.json {
         tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(writer).boxed()
     } else {

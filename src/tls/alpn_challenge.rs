@@ -17,7 +17,6 @@ use rustls::server::{Acceptor, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::material::Material;
 use super::resolver::ACME_TLS_ALPN;
 use super::runtime::TlsRuntime;
 
@@ -32,7 +31,10 @@ pub fn certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Strin
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    Ok(Material::from_der(vec![cert.der().clone()], key_der)?.certified)
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| e.to_string())?;
+    // Not through `Material`: its key check parses the certificate as a server certificate,
+    // and the critical acmeIdentifier extension is (rightly) unknown there.
+    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)))
 }
 
 /// The pre-TLS hook of the HTTPS listeners; see the module documentation.
