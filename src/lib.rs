@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod files;
 pub mod generation;
 pub mod plugin;
 pub mod proxy;

@@ -83,6 +83,20 @@ async fn certs(admin: SocketAddr) -> Value {
     answer.json().await.unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
+/// `POST /api/v1/certs/{host}/renew`: its status.
+async fn renew(admin: SocketAddr, host: &str) -> u16 {
+    let url = format!("http://{admin}/api/v1/certs/{host}/renew");
+    let answer = common::client().post(&url).json(&serde_json::json!({})).send().await;
+    answer.unwrap_or_else(|e| panic!("{url}: {e}")).status().as_u16()
+}
+
+/// The Prometheus text of `/metrics`.
+async fn scrape(admin: SocketAddr) -> String {
+    let url = format!("http://{admin}/metrics");
+    let answer = common::client().get(&url).send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    answer.text().await.unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
 /// The serial `https` serves for `host`, verified against `root`, once it has one.
 async fn wait_serial(
     https: SocketAddr,
@@ -157,22 +171,9 @@ async fn certificates_are_ordered_renewed_kept_and_reused() {
     );
 
     // A renewal on request: a new certificate is served by the same process.
-    let answer = common::client()
-        .post(format!("http://{}/api/v1/certs/a.test/renew", setup.admin))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer.status(), 202);
+    assert_eq!(renew(setup.admin, "a.test").await, 202);
     let renewed = wait_serial(setup.https, "a.test", &root, Some(&a), Duration::from_secs(60), &context).await;
-    let metrics = common::client()
-        .get(format!("http://{}/metrics", setup.admin))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = scrape(setup.admin).await;
     assert!(
         metrics.contains("switchyard_tls_certificate_expiry_timestamp_seconds{site=\"a\",source=\"acme\"}"),
         "{metrics}"
@@ -181,13 +182,7 @@ async fn certificates_are_ordered_renewed_kept_and_reused() {
     // The CA goes away: a renewal fails, is logged and counted, and the current certificate
     // keeps serving.
     pebble.stop_ca();
-    let answer = common::client()
-        .post(format!("http://{}/api/v1/certs/b.test/renew", setup.admin))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer.status(), 202);
+    assert_eq!(renew(setup.admin, "b.test").await, 202);
     let started = Instant::now();
     loop {
         let listed = certs(setup.admin).await;
@@ -206,14 +201,7 @@ async fn certificates_are_ordered_renewed_kept_and_reused() {
     let (still, _) =
         served(setup.https, "b.test", &root).await.unwrap_or_else(|e| panic!("b.test after a failed renewal: {e}"));
     assert_eq!(still.serial, b);
-    let metrics = common::client()
-        .get(format!("http://{}/metrics", setup.admin))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = scrape(setup.admin).await;
     assert!(metrics.contains("switchyard_acme_failures{site=\"b\"} 1"), "{metrics}");
 
     // A restart with the CA still gone serves the stored certificates at once.
@@ -247,10 +235,7 @@ async fn short_lived_certificates_renew_by_age_through_tls_alpn_01() {
     assert_ne!(first, second);
     assert!(log(&setup, "proxy.log").contains("answered a TLS-ALPN-01 validation"), "{}", context());
     // No HTTP-01 token was ever asked for: the HTTP listener redirects everything.
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plain = common::tls::no_redirect_client();
     let url = format!("http://{}/.well-known/acme-challenge/anything", setup.http);
     let answer = plain.get(&url).header("host", "b.test").send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(answer.status(), 301);

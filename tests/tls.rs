@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::tls::{TestCa, handshake_any, https_client, served, tls_origin, wait_listening};
+use common::tls::{
+    TestCa, client_config, handshake_any, https_client, no_redirect_client, served, tls_origin, wait_listening,
+};
 
 fn free_port() -> SocketAddr {
     common::closed_port()
@@ -101,21 +103,7 @@ upstream = "app"
         assert_eq!(body["headers"]["x-forwarded-proto"], "https", "{body}");
     }
     let h1 = reqwest::Client::builder()
-        .use_preconfigured_tls({
-            let mut roots = rustls::RootCertStore::empty();
-            use rustls_pki_types::pem::PemObject;
-            roots
-                .add(
-                    rustls_pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes())
-                        .unwrap_or_else(|e| panic!("{e}")),
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap_or_else(|e| panic!("{e}"))
-                .with_root_certificates(roots)
-                .with_no_client_auth()
-        })
+        .use_preconfigured_tls((*client_config(&ca.pem, &[b"http/1.1"])).clone())
         .http1_only()
         .resolve("ecdsa.test", https)
         .build()
@@ -124,10 +112,7 @@ upstream = "app"
     assert_eq!((answer.version(), answer.status().as_u16()), (reqwest::Version::HTTP_11, 200));
 
     // Plain HTTP is redirected (https-only is the default with a TLS listener).
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plain = no_redirect_client();
     let answer = plain
         .get(format!("http://{http}/p?q=1"))
         .header("host", "ecdsa.test")
@@ -256,10 +241,7 @@ upstream = "app"
     );
     let _running = start(dir.path(), &config, &[], http, https).await;
     assert_eq!(common::get(http, "open.test", "/").await.status, 200);
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plain = no_redirect_client();
     let get = plain
         .get(format!("http://{http}/a?b=c"))
         .header("host", "strict.test")

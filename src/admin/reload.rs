@@ -243,29 +243,13 @@ pub fn etag(text: &str) -> String {
     format!("\"{}\"", &crate::plugin::sha256_hex(text.as_bytes())[..16])
 }
 
-/// Replaces `path`'s contents with `text` so that a crash leaves either the old file or the new
-/// one: a temporary file beside it (with the old one's permissions), synced, renamed over it.
-/// A symbolic link is followed, so the file it points to is replaced.
+/// Replaces `path`'s contents with `text` atomically, keeping the file's permissions. A symbolic
+/// link is followed, so the file it points to is replaced.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let target = std::fs::canonicalize(path)?;
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.switchyard-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        if let Ok(metadata) = std::fs::metadata(&target) {
-            file.set_permissions(metadata.permissions())?;
-        }
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &target)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    let mode = std::fs::metadata(&target)?.permissions().mode() & 0o7777;
+    crate::files::replace_atomically(&target, text.as_bytes(), mode)
 }
 
 fn duration_ms(d: Duration) -> f64 {

@@ -49,7 +49,7 @@ fn order_reason(runtime: &TlsRuntime, dir: &Path, hosts: &[String], now: i64) ->
     if now < managed.status.next_attempt_at {
         return None;
     }
-    if runtime.renewal_requested(dir) {
+    if managed.status.forced {
         return Some("renewal requested");
     }
     match &managed.material {

@@ -132,8 +132,11 @@ impl TlsPlan {
 
     /// The site serving `host` (the most specific pattern: exact, longest wildcard, `*`).
     pub fn site_for(&self, host: &str) -> Option<&SiteTlsPlan> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let index = self.exact.get(&host).copied().or_else(|| {
+        let host = host.trim_end_matches('.');
+        // Lowercase only names that need it (a plain HTTP request asks this every time).
+        let host: std::borrow::Cow<'_, str> =
+            if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() };
+        let index = self.exact.get(host.as_ref()).copied().or_else(|| {
             self.wildcards
                 .iter()
                 .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))

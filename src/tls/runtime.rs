@@ -2,7 +2,7 @@
 //! storage, pending ACME challenges, local CAs, and each managed certificate's renewal status.
 //! The SNI resolver reads it on every handshake; the ACME manager writes it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -48,8 +48,6 @@ pub struct TlsRuntime {
     alpn_challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
     /// By storage directory.
     local_cas: Mutex<HashMap<PathBuf, Arc<LocalCa>>>,
-    /// Directories whose certificate an operator asked to renew.
-    forced: Mutex<HashSet<PathBuf>>,
     /// Wakes the ACME manager (a renewal request).
     pub wake: tokio::sync::Notify,
 }
@@ -159,9 +157,7 @@ impl TlsRuntime {
                 let issued = ca.issued();
                 site.hosts
                     .iter()
-                    .find_map(|h| {
-                        issued.iter().find(|(name, _)| super::material::name_matches(h, name) || h == name || h == "*")
-                    })
+                    .find_map(|h| issued.iter().find(|(name, _)| h == "*" || super::material::name_matches(h, name)))
                     .map(|(_, m)| m.clone())
             }
             CertSource::None => None,
@@ -179,7 +175,6 @@ impl TlsRuntime {
         let managed = acme.entry(dir.to_path_buf()).or_default();
         managed.material = Some(material);
         managed.status = AcmeStatus { issued_at: Some(unix_now()), ..AcmeStatus::default() };
-        self.forced.lock().unwrap_or_else(|e| e.into_inner()).remove(dir);
     }
 
     /// Records a failed issue or renewal; the current certificate (if any) keeps serving. The
@@ -193,23 +188,16 @@ impl TlsRuntime {
         status.last_failure_at = Some(now);
         status.next_attempt_at = now + backoff_s(status.failures);
         status.forced = false;
-        self.forced.lock().unwrap_or_else(|e| e.into_inner()).remove(dir);
     }
 
     /// Asks for the certificate in `dir` to be renewed now (backoff included).
     pub fn request_renewal(&self, dir: &Path) {
-        self.forced.lock().unwrap_or_else(|e| e.into_inner()).insert(dir.to_path_buf());
         let mut acme = self.acme.write().unwrap_or_else(|e| e.into_inner());
         let status = &mut acme.entry(dir.to_path_buf()).or_default().status;
         status.forced = true;
         status.next_attempt_at = 0;
         drop(acme);
         self.wake.notify_one();
-    }
-
-    /// Whether an operator asked for the certificate in `dir` to be renewed.
-    pub fn renewal_requested(&self, dir: &Path) -> bool {
-        self.forced.lock().unwrap_or_else(|e| e.into_inner()).contains(dir)
     }
 
     /// Answers an HTTP-01 challenge: the key authorization for `token`.

@@ -1,9 +1,7 @@
 //! The TLS storage directory: ACME accounts, issued certificates and the local CA. Files are
-//! replaced atomically (a synced temporary file renamed over the old one), and private keys are
-//! created with mode 0600 so they are never readable by others, not even for a moment.
+//! replaced atomically ([`crate::files`]), private keys and credentials with mode 0600.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;
@@ -19,34 +17,18 @@ pub enum Access {
 
 /// Writes `bytes` to `path` atomically, creating its directory (0700) when missing.
 pub fn write_file(path: &Path, bytes: &[u8], access: Access) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_private_dir(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    create_private_dir(path.parent().unwrap_or(Path::new(".")))?;
     let mode = match access {
         Access::Private => 0o600,
         Access::Public => 0o644,
     };
-    let result = (|| {
-        let _ = std::fs::remove_file(&temporary);
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    crate::files::replace_atomically(path, bytes, mode)
 }
 
 /// Creates `dir` and its parents, the new ones with mode 0700.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// The layout of the storage directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

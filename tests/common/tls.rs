@@ -18,7 +18,8 @@ fn roots(root_pem: &str) -> rustls::RootCertStore {
     roots
 }
 
-fn client_config(root_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+/// A rustls client configuration trusting only `root_pem`, offering `alpn`.
+pub fn client_config(root_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -39,6 +40,15 @@ pub fn https_client(root_pem: &str, hosts: &[&str], addr: SocketAddr) -> reqwest
         builder = builder.resolve(host, addr);
     }
     builder.build().unwrap_or_else(|e| panic!("client: {e}"))
+}
+
+/// A plain HTTP client that shows redirects instead of following them.
+pub fn no_redirect_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
 }
 
 /// The leaf certificate `addr` serves for `sni`, verified against `root_pem`, and the
