@@ -153,6 +153,17 @@ upstream = "u"
     }
 
     #[test]
+    fn http_only_never_redirects() {
+        let text = SITES.replace("tls_listen = [\"127.0.0.1:8443\"]", "strategy = \"http-only\"");
+        let plan = plan(&text);
+        assert_eq!(plan.https_port, None);
+        let runtime = TlsRuntime::default();
+        for host in ["secure.test", "plain.test", "other.test"] {
+            assert!(answer(&plan, &runtime, &request("GET", "/", host), false).is_none(), "{host}");
+        }
+    }
+
+    #[test]
     fn hosts_are_read_without_ports() {
         assert_eq!(request_host(&request("GET", "/", "a.test:80")), Some("a.test"));
         assert_eq!(request_host(&request("GET", "/", "[::1]:80")), Some("::1"));
