@@ -76,6 +76,8 @@ pub struct Generation {
     pub process: ProcessSettings,
     /// What clients may send and hold.
     pub limits: ClientLimits,
+    /// Listeners whose HTTP/1 requests skip the strict parser (`[server] lenient_listeners`).
+    pub lenient_listeners: Vec<SocketAddr>,
     /// `[[tcp]]` routes: listener → upstream.
     pub tcp_routes: Vec<TcpRoute>,
     /// The configuration file and the plugin files it names (what `watch = true` polls).
@@ -886,11 +888,19 @@ pub fn build(
         tcp_routes: tcp_routes(config),
         process,
         limits,
+        lenient_listeners: config.server.lenient_listeners.iter().filter_map(|l| l.get_ref().parse().ok()).collect(),
         watched_files,
         report,
         source_text: Arc::from(source.text.as_str()),
         tls: Arc::new(tls),
     })
+}
+
+/// The listener addresses `[server] lenient_listeners` may name: the HTTP and HTTPS ones.
+pub fn lenient_listener_candidates(config: &ConfigFile) -> Vec<SocketAddr> {
+    let mut listeners = process_settings(config, Path::new("")).listen;
+    listeners.extend(crate::tls::plan::tls_listen(config));
+    listeners
 }
 
 /// The process-level settings of `config`, with paths relative to `base_dir`.

@@ -51,6 +51,7 @@ impl Metrics {
     pub fn new(requests: Arc<RequestCount>) -> prometheus::Result<Self> {
         let registry = Registry::new();
         Traffic::global().register(&registry)?;
+        registry.register(Box::new(crate::proxy::strict::rejected_metric().clone()))?;
         let reloads = IntCounterVec::new(
             Opts::new("switchyard_reloads_total", "Reloads by result (a failed reload leaves the running generation)"),
             &["result"],

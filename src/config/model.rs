@@ -56,6 +56,10 @@ pub struct ServerSection {
     /// HTTP/2 or HTTP/1.1 by ALPN. Default: none.
     #[serde(default)]
     pub tls_listen: Vec<Spanned<String>>,
+    /// Listeners (from `listen` or `tls_listen`) whose HTTP/1 requests get Pingora's own
+    /// parsing instead of the strict one: an escape hatch for clients that cannot be fixed.
+    #[serde(default)]
+    pub lenient_listeners: Vec<Spanned<String>>,
     /// `https-only` (the default with `tls_listen`: plain HTTP answers ACME challenges and
     /// redirects everything else), `both` (both serve) or `http-only` (no TLS).
     pub strategy: Option<Spanned<String>>,

@@ -204,6 +204,17 @@ fn validate_server(config: &ConfigFile, c: &mut Collector<'_>) {
             );
         }
     }
+    let listeners = crate::generation::lenient_listener_candidates(config);
+    for lenient in &config.server.lenient_listeners {
+        match lenient.get_ref().parse::<SocketAddr>() {
+            Ok(addr) if listeners.contains(&addr) => {}
+            Ok(_) => c.error(
+                lenient.span(),
+                format!("lenient_listeners names `{}`, which is not in listen or tls_listen", lenient.get_ref()),
+            ),
+            Err(_) => c.error(lenient.span(), format!("lenient listener `{}` is not ip:port", lenient.get_ref())),
+        }
+    }
     if let Some(threads) = &config.server.threads
         && (*threads.get_ref() == 0 || *threads.get_ref() > 1024)
     {

@@ -9,6 +9,10 @@
 //! too). The proxy says when a head is read ([`head_received`]) and when a request is done
 //! ([`request_done`]); a connection whose head is not in by its deadline is closed.
 //!
+//! Each HTTP/1 connection's bytes go through the strict parser ([`super::strict`]) unless it
+//! came through a lenient listener; the proxy tells it when requests end and when one became a
+//! tunnel ([`request_done`], [`upgraded`]).
+//!
 //! At shutdown Pingora closes every connection still waiting for a request head the moment it
 //! stops accepting, including one accepted a moment earlier whose request is on its way: that
 //! client would get a reset (seen in the upgrade test, about one request in a few hundred). The
@@ -21,10 +25,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
+use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
 
 use super::limits::ClientLimits;
+use super::strict::{self, ConnectionProgress, StrictStream};
 use crate::generation::Generation;
 use crate::upstream::now_ms;
 
@@ -42,6 +47,8 @@ struct HeadState {
     waiting_since: AtomicU64,
     /// Whether a request was served on this connection (the next head may take the idle time too).
     reused: AtomicBool,
+    /// What the strict parser learns about the requests it handed on.
+    progress: Arc<ConnectionProgress>,
 }
 
 impl HeadState {
@@ -66,7 +73,14 @@ pub fn request_done() {
     let _ = HEAD.try_with(|state| {
         state.reused.store(true, Ordering::Relaxed);
         state.waiting_since.store(now_ms() + 1, Ordering::Relaxed);
+        state.progress.request_done();
     });
+}
+
+/// Called by the proxy when the response to an upgrade request is a 101: the connection is a
+/// tunnel from now on.
+pub fn upgraded() {
+    let _ = HEAD.try_with(|state| state.progress.upgraded());
 }
 
 /// Pingora's HTTP application `A` with connection limits and a late shutdown clean-up.
@@ -105,7 +119,21 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
             tracing::warn!("{open} client connections are open, the most allowed; closing a new one");
             return None;
         }
-        let state = Arc::new(HeadState { waiting_since: AtomicU64::new(now_ms() + 1), reused: AtomicBool::new(false) });
+        let generation = self.current.load();
+        let progress = Arc::new(ConnectionProgress::default());
+        let local = stream.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()));
+        let http2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let stream: Stream = if http2 || strict::is_lenient(&generation.lenient_listeners, local) {
+            stream
+        } else {
+            Box::new(StrictStream::new(stream, generation.limits.max_header_bytes, progress.clone()))
+        };
+        drop(generation);
+        let state = Arc::new(HeadState {
+            waiting_since: AtomicU64::new(now_ms() + 1),
+            reused: AtomicBool::new(false),
+            progress,
+        });
         let request = HEAD.scope(state.clone(), self.inner.process_new(stream, shutdown));
         tokio::pin!(request);
         // Pingora serves every request of a kept-alive connection inside this one call, so the

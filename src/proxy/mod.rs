@@ -16,6 +16,7 @@ mod hop;
 pub mod limits;
 pub mod server;
 pub mod shutdown;
+pub mod strict;
 pub mod systemd;
 pub mod tcp;
 pub mod upgrade;
@@ -333,33 +334,54 @@ fn local_reply_head(reply: &LocalResponse) -> Result<ResponseHeader> {
     Ok(head)
 }
 
-/// How much of an unread request body is read and dropped after an early answer, and for how
-/// long, before the connection closes.
+/// How much of an unread request body is read and dropped around an early answer, and for how
+/// long.
 const DRAIN_LIMIT: usize = 1 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sends a reply the proxy makes itself. A request body that was not read would be taken for the
-/// next request on a kept-alive connection, so such connections are closed afterwards; before
-/// closing, some of the body is read and dropped, because closing a socket with unread data
-/// resets the connection, and the reset can destroy the answer before the client reads it.
+/// Reads and drops up to [`DRAIN_LIMIT`] bytes of the request body, for at most [`DRAIN_TIME`].
+async fn drain_body(session: &mut Session) {
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while drained < DRAIN_LIMIT {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => drained += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+}
+
+/// Sends a reply the proxy makes itself (a filter's answer, 404, 413, a redirect). A request
+/// body that was not read would be taken for the next request on a kept-alive connection, so
+/// before answering, a bounded body is read and dropped: when all of it was, the connection
+/// stays open. Otherwise (a body over [`DRAIN_LIMIT`], a slow one, or a client waiting for
+/// `100 Continue`) the connection closes after the answer; before closing, some more is read
+/// and dropped, because closing a socket with unread data resets the connection, and the reset
+/// can destroy the answer before the client reads it.
 async fn write_local_reply(session: &mut Session, head: ResponseHeader, body: Vec<u8>) -> Result<()> {
-    let unread_body = !session.is_body_empty() && !session.is_body_done();
+    let mut unread_body = !session.is_body_empty() && !session.is_body_done();
+    if unread_body {
+        let request = session.req_header();
+        let expects_continue = request
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let declared =
+            request.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if !expects_continue && declared.is_none_or(|length| length <= DRAIN_LIMIT as u64) {
+            drain_body(session).await;
+            unread_body = !session.is_body_done();
+        }
+    }
     if unread_body {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(head), false).await?;
     session.write_response_body(Some(Bytes::from(body)), true).await?;
     if unread_body {
-        let mut drained = 0usize;
-        let _ = tokio::time::timeout(DRAIN_TIME, async {
-            while drained < DRAIN_LIMIT {
-                match session.read_request_body().await {
-                    Ok(Some(chunk)) => drained += chunk.len(),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        })
-        .await;
+        drain_body(session).await;
     }
     Ok(())
 }
@@ -492,6 +514,26 @@ impl ProxyHttp for SwitchyardProxy {
                 Ok(true)
             }
         }
+    }
+
+    /// Pingora removes the fields the client's `Connection` header names, `Content-Length`
+    /// included, and would then send the body chunked. A declared length (which the strict
+    /// parser has checked, and which no plugin can change) is put back, so a `Connection` header
+    /// never changes how the body is framed.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let downstream = session.req_header();
+        if !upstream_request.headers.contains_key(http::header::CONTENT_LENGTH)
+            && !downstream.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && let Some(length) = downstream.headers.get(http::header::CONTENT_LENGTH)
+        {
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, length.clone())?;
+        }
+        Ok(())
     }
 
     /// Asks the balancer for one of the upstream's candidates not tried yet for this request.
@@ -650,12 +692,18 @@ impl ProxyHttp for SwitchyardProxy {
         if filter_response(session, ctx, upstream_response).is_err() {
             return Err(status_error(500, "response filter plugin failed"));
         }
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // What the client sends from now on is the tunnel's, not requests.
+            connection::upgraded();
+        }
         Ok(())
     }
 
     /// Writes a short plain-text reply for a failure before the response started.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        let framing = strict::body_violation(e.root_cause());
         let code = match e.etype() {
+            _ if framing.is_some() => framing.map_or(400, |v| v.status),
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => match e.esource() {
                 ErrorSource::Upstream => 504,
@@ -674,9 +722,10 @@ impl ProxyHttp for SwitchyardProxy {
             // The connection closes after this answer: say so, so no client sends another
             // request on it.
             session.set_keepalive(None);
-            let message = match e.context.as_ref() {
-                Some(context) => context.as_str().to_string(),
-                None => e.etype().as_str().to_string(),
+            let message = match (framing, e.context.as_ref()) {
+                (Some(violation), _) => violation.detail.to_string(),
+                (None, Some(context)) => context.as_str().to_string(),
+                (None, None) => e.etype().as_str().to_string(),
             };
             if let Err(write_error) = send_local_reply(session, text_reply(code, &message)).await {
                 tracing::debug!("could not send the error reply: {write_error}");

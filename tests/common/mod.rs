@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pebble;
+pub mod raw_http;
 pub mod tls;
 
 use std::net::SocketAddr;
