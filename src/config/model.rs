@@ -112,6 +112,9 @@ pub struct LimitsSection {
     /// The largest request body, in bytes, for routes without their own; larger gets 413.
     /// Default: no limit.
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Streams an HTTP/2 client may have open at once on one connection. Default 100. Read at
+    /// start (a reload does not change it).
+    pub h2_max_concurrent_streams: Option<Spanned<u64>>,
 }
 
 /// `[log]`: how the process logs. Only a restart applies changes.

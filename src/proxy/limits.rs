@@ -21,6 +21,8 @@ pub struct ClientLimits {
     pub max_connections: usize,
     /// For routes without their own `max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// Open streams per HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for ClientLimits {
@@ -32,6 +34,7 @@ impl Default for ClientLimits {
             max_headers: 100,
             max_connections: 10_000,
             max_body_bytes: None,
+            h2_max_concurrent_streams: 100,
         }
     }
 }
@@ -82,7 +85,29 @@ impl ClientLimits {
                 c,
             ) as usize,
             max_body_bytes: body_limit(&l.max_body_bytes, c),
+            h2_max_concurrent_streams: in_range(
+                &l.h2_max_concurrent_streams,
+                "h2_max_concurrent_streams",
+                (1, 10_000),
+                u64::from(d.h2_max_concurrent_streams),
+                c,
+            ) as u32,
         }
+    }
+
+    /// The HTTP/2 settings for client connections: at most `h2_max_concurrent_streams` open
+    /// streams, a decoded header list of at most `max_header_bytes` (which also bounds a flood of
+    /// CONTINUATION frames), and the `h2` crate's guards against reset floods made explicit: a
+    /// client whose streams are reset before the proxy accepts them more than 20 times, or who
+    /// makes the proxy reset more than 1024 streams for its errors, is sent GOAWAY.
+    pub fn h2_options(&self) -> pingora::protocols::http::v2::server::H2Options {
+        let mut options = pingora::protocols::http::v2::server::H2Options::default();
+        options
+            .max_concurrent_streams(self.h2_max_concurrent_streams)
+            .max_header_list_size(self.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(Some(1024));
+        options
     }
 
     /// Why `head` is over the limits, if it is (the answer is 431).

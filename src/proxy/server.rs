@@ -89,10 +89,11 @@ pub fn run_server(generation: Generation, options: RunOptions) -> ! {
         Ok(None) => {}
         Err(e) => fail(&format!("cannot set up the local CA: {e}")),
     }
-    let proxy = pingora::proxy::http_proxy(
+    let mut proxy = pingora::proxy::http_proxy(
         &server.configuration,
         SwitchyardProxy::new(current.clone(), requests.clone()).with_tls_runtime(tls_runtime.clone()),
     );
+    proxy.h2_options = Some(current.load().limits.h2_options());
     let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     if let Err(e) = metrics.watch_generation(current.clone(), open_connections.clone(), tls_runtime.clone()) {
         fail(&format!("cannot set up the metrics: {e}"));

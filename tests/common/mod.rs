@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod h2_frames;
 pub mod pebble;
 pub mod raw_http;
 pub mod tls;
