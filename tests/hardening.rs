@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::raw_http::{Exchange, RecordingOrigin, exchange, read_responses};
+use common::raw_http::{Exchange, RecordingOrigin, exchange, malformed_cases, read_responses};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -60,91 +60,6 @@ async fn still_serving(addr: std::net::SocketAddr, origin: &RecordingOrigin, tag
     let after = exchange(addr, request.as_bytes(), QUIET).await;
     assert_eq!(after.responses.first().map(|r| r.status), Some(200), "{tag}: the proxy still serves");
     assert_eq!(origin.framed(&path).len(), 1);
-}
-
-/// (tag, raw request, expected status). Each tag's requests use paths under `/t/<tag>`.
-fn malformed_cases() -> Vec<(&'static str, String, u16)> {
-    let post = |tag: &str, fields: &str, body: &str| {
-        format!(
-            "POST /t/{tag} HTTP/1.1\r\nHost: a\r\n{fields}\r\n{body}GET /t/{tag}/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
-        )
-    };
-    let get = |tag: &str, fields: &str| format!("GET /t/{tag} HTTP/1.1\r\n{fields}\r\n");
-    let chunked = |tag: &str, body: &str| post(tag, "Transfer-Encoding: chunked\r\n", body);
-    vec![
-        ("cl-te", post("cl-te", "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), 400),
-        ("te-cl", post("te-cl", "Transfer-Encoding: chunked\r\nContent-Length: 6\r\n", "0\r\n\r\n"), 400),
-        (
-            "te-last-not-chunked",
-            post("te-last-not-chunked", "Transfer-Encoding: chunked, identity\r\n", "0\r\n\r\n"),
-            400,
-        ),
-        ("te-chunked-twice", post("te-chunked-twice", "Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n"), 400),
-        ("te-unknown", post("te-unknown", "Transfer-Encoding: foo, chunked\r\n", "0\r\n\r\n"), 501),
-        ("te-gzip", post("te-gzip", "Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"), 501),
-        (
-            "te-two-fields",
-            post("te-two-fields", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"),
-            400,
-        ),
-        ("te-vertical-tab", post("te-vertical-tab", "Transfer-Encoding: \u{b}chunked\r\n", "0\r\n\r\n"), 400),
-        (
-            "space-before-colon",
-            post("space-before-colon", "Transfer-Encoding : chunked\r\nContent-Length: 6\r\n", "0\r\n\r\n"),
-            400,
-        ),
-        (
-            "obs-fold",
-            post("obs-fold", "Content-Length: 6\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n", "0\r\n\r\n"),
-            400,
-        ),
-        ("bare-cr", get("bare-cr", "Host: a\r\nX-A: 1\r2\r\n"), 400),
-        ("nul", get("nul", "Host: a\r\nX-A: 1\u{0}2\r\n"), 400),
-        ("lf-in-value", get("lf-in-value", "Host: a\r\nX-A: 1\nContent-Length: 5\r\n"), 400),
-        ("bare-lf-lines", "GET /t/bare-lf-lines HTTP/1.1\nHost: a\n\n".to_string(), 400),
-        ("empty-name", get("empty-name", "Host: a\r\n: x\r\n"), 400),
-        ("non-token-name", get("non-token-name", "Host: a\r\nX\"A: 1\r\n"), 400),
-        ("cl-plus", post("cl-plus", "Content-Length: +5\r\n", "hello"), 400),
-        ("cl-minus", post("cl-minus", "Content-Length: -1\r\n", ""), 400),
-        ("cl-hex", post("cl-hex", "Content-Length: 0x10\r\n", ""), 400),
-        ("cl-overflow", post("cl-overflow", "Content-Length: 99999999999999999999999\r\n", ""), 400),
-        ("cl-empty", post("cl-empty", "Content-Length: \r\n", ""), 400),
-        ("cl-differ", post("cl-differ", "Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"), 400),
-        ("cl-list", post("cl-list", "Content-Length: 5, 6\r\n", "hello!"), 400),
-        ("chunk-size-not-hex", chunked("chunk-size-not-hex", "zz\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunk-size-empty", chunked("chunk-size-empty", "\r\n\r\n"), 400),
-        ("chunk-size-0x", chunked("chunk-size-0x", "0x5\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunk-size-space", chunked("chunk-size-space", "5 5\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunk-size-overflow", chunked("chunk-size-overflow", "100000000000000005\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunk-data-too-long", chunked("chunk-data-too-long", "3\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunk-bad-terminator", chunked("chunk-bad-terminator", "5\r\nhello\n0\r\n\r\n"), 400),
-        ("chunk-ext-bare-lf", chunked("chunk-ext-bare-lf", "5;a\nb\r\nhello\r\n0\r\n\r\n"), 400),
-        ("chunk-size-bare-lf", chunked("chunk-size-bare-lf", "5\nhello\r\n0\r\n\r\n"), 400),
-        (
-            "trailer-content-length",
-            chunked("trailer-content-length", "5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"),
-            400,
-        ),
-        (
-            "trailer-transfer-encoding",
-            chunked("trailer-transfer-encoding", "0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            400,
-        ),
-        ("trailer-host", chunked("trailer-host", "0\r\nHost: evil\r\n\r\n"), 400),
-        ("http10-te", "POST /t/http10-te HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string(), 400),
-        ("no-host", get("no-host", "X-A: 1\r\n"), 400),
-        ("two-hosts", get("two-hosts", "Host: a\r\nHost: b\r\n"), 400),
-        ("host-userinfo", get("host-userinfo", "Host: user@a\r\n"), 400),
-        ("host-space", get("host-space", "Host: a b\r\n"), 400),
-        (
-            "absolute-form-other-host",
-            "GET http://b/t/absolute-form-other-host HTTP/1.1\r\nHost: a\r\n\r\n".to_string(),
-            400,
-        ),
-        ("space-in-target", "GET /t/space in-target HTTP/1.1\r\nHost: a\r\n\r\n".to_string(), 400),
-        ("fragment", "GET /t/fragment#x HTTP/1.1\r\nHost: a\r\n\r\n".to_string(), 400),
-        ("version", "GET /t/version HTTP/1.2\r\nHost: a\r\n\r\n".to_string(), 400),
-    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
