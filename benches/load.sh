@@ -4,6 +4,8 @@
 # wrk (pinned to CPU 1) as the client. Prints requests/s, latency and CPU µs per request of each
 # proxy process, and the ratios to the bare Pingora proxy. Switchyard and nginx are also measured
 # terminating HTTPS (keep-alive, the same ECDSA P-256 certificate, TLS 1.3), as a ratio to each other.
+# switchyard-lenient is the router-only setup on a lenient listener (Pingora's own HTTP/1 parsing):
+# its ratio to switchyard is the cost of the strict parser.
 #
 # A shared 2-core machine is noisy (run-to-run swings of 20% were seen), so the proxies are
 # measured in ROUNDS rounds, in a rotating order, each proxy started fresh and alone on CPU 0,
@@ -42,7 +44,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 origin_port=$(free_port); nginx_port=$(free_port); bare_port=$(free_port); sy_port=$(free_port); chain_port=$(free_port)
-nginx_tls_port=$(free_port); sy_tls_port=$(free_port); sy_tls_http_port=$(free_port)
+nginx_tls_port=$(free_port); sy_tls_port=$(free_port); sy_tls_http_port=$(free_port); lenient_port=$(free_port)
 
 # One certificate for both HTTPS proxies.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
@@ -90,6 +92,11 @@ hosts = ["*"]
 [[site.route]]
 upstream = "origin"
 CONF
+
+sed -e "s/127.0.0.1:$sy_port/127.0.0.1:$lenient_port/" \
+  -e "s/^header_policy = false$/header_policy = false\nlenient_listeners = [\"127.0.0.1:$lenient_port\"]/" \
+  "$work/switchyard.toml" > "$work/switchyard-lenient.toml"
+grep -q lenient_listeners "$work/switchyard-lenient.toml" || { echo "load.sh: the lenient config was not made" >&2; exit 1; }
 
 cat > "$work/switchyard-chain.toml" <<CONF
 [server]
@@ -153,6 +160,9 @@ start_proxy() {
     switchyard)
       SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$sy_port ;;
+    switchyard-lenient)
+      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-lenient.toml" >"$work/switchyard-lenient.log" 2>&1 &
+      pids+=($!); proxy_pids=$!; port=$lenient_port ;;
     switchyard-https)
       SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-https.toml" >"$work/switchyard-https.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$sy_tls_port ;;
@@ -226,7 +236,7 @@ measure() { # name port pids...
   us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
   results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
 }
-read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-chain switchyard-chain-returning nginx switchyard-https nginx-https}"
+read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-lenient switchyard-chain switchyard-chain-returning nginx switchyard-https nginx-https}"
 count=${#names[@]}
 for round in $(seq 1 "$rounds"); do
   for i in $(seq 0 $((count - 1))); do
@@ -253,11 +263,14 @@ for r in sys.argv[1:]:
     rows.setdefault(f[0], []).append((float(f[1]), float(f[2])))
 med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
 print("\nmedians over rounds:")
-for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx', 'switchyard-https', 'nginx-https') if n in med]:
+for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-lenient', 'switchyard-chain', 'switchyard-chain-returning', 'nginx', 'switchyard-https', 'nginx-https') if n in med]:
     print(f"  {name:<27} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
 base = med.get('bare-pingora')
 for name in [n for n in ('switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx') if n in med and base]:
     print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}")
+if 'switchyard' in med and 'switchyard-lenient' in med:
+    a, b = med['switchyard'], med['switchyard-lenient']
+    print(f"switchyard (strict) / switchyard-lenient: CPU per request x{a[1] / b[1]:.3f} (the strict parser's cost)")
 if 'switchyard-https' in med and 'nginx-https' in med:
     a, b = med['switchyard-https'], med['nginx-https']
     print(f"switchyard-https / nginx-https: requests/s x{a[0] / b[0]:.3f}, CPU per request x{a[1] / b[1]:.3f}")
