@@ -137,8 +137,9 @@ fn check_header_change(
     if let Some(refusal) = refused_header_change(&lower, change, is_request) {
         return Err(refusal);
     }
+    // The proxy's rule: no control character but tab (obs-text is allowed).
     if let Some(v) = value
-        && v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+        && v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
     {
         return Err(format!("invalid value for header {lower}"));
     }
@@ -387,6 +388,15 @@ mod tests {
         assert!(req.set_header("x-ok", "bad\r\nvalue").is_err());
         assert!(req.set_header("x-ok", "fine").is_ok());
         assert_eq!(req.header("X-OK").as_deref(), Some("fine"));
+    }
+
+    #[test]
+    fn values_with_control_characters_are_refused_as_the_proxy_refuses_them() {
+        let req = TestRequest::get("/");
+        for bad in ["a\rb", "a\nb", "a\u{0}b", "a\u{1}b", "a\u{1f}b", "a\u{7f}b"] {
+            assert!(req.set_header("x-a", bad).is_err(), "{bad:?}");
+        }
+        assert!(req.set_header("x-a", "tab\tand caf\u{e9}").is_ok(), "tab and obs-text are allowed");
     }
 
     #[test]

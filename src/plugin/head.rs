@@ -154,10 +154,17 @@ impl RequestView {
         Ok(())
     }
 
-    /// Replaces path and query.
+    /// Replaces path and query: visible ASCII only (percent-encode the rest), starting with
+    /// `/`, without a `#fragment` (the same rules the strict parser applies to clients).
     pub fn set_path_and_query(&mut self, path_and_query: &str) -> Result<(), String> {
         if !path_and_query.starts_with('/') {
             return Err(format!("path must start with '/': {path_and_query:?}"));
+        }
+        if let Some(b) = path_and_query.bytes().find(|b| !(0x21..=0x7e).contains(b) || *b == b'#') {
+            return Err(format!(
+                "path {path_and_query:?} has {}: only visible ASCII without a fragment is allowed (percent-encode the rest)",
+                if b == b'#' { "a fragment".to_string() } else { format!("the byte 0x{b:02x}") }
+            ));
         }
         let mut parts = self.head.uri.clone().into_parts();
         parts.path_and_query = Some(path_and_query.parse().map_err(|_| format!("invalid path {path_and_query:?}"))?);
@@ -287,5 +294,17 @@ mod tests {
         assert_eq!(v.path(), "/users");
         assert_eq!(v.query(), Some("x=1"));
         assert!(v.set_path_and_query("relative").is_err());
+    }
+
+    /// Found by the plugin_boundary fuzz target: a fragment (with control bytes after it) was
+    /// dropped silently, and non-ASCII went through; both are refused now.
+    #[test]
+    fn path_rewrite_refuses_fragments_controls_and_non_ascii() {
+        let mut v = view("/a", &[]);
+        for bad in ["/QL\u{fffd}L/", "/x#\u{1}\u{0}", "/x#frag", "/a b", "/a\u{7f}", "/\u{e9}"] {
+            assert!(v.set_path_and_query(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(v.path(), "/a", "a refused rewrite changes nothing");
+        assert!(v.set_path_and_query("/caf%C3%A9?q=%23").is_ok());
     }
 }
