@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::h2_frames::*;
 use common::raw_http::RecordingOrigin;
-use common::tls::{TestCa, client_config, https_client, wait_listening};
+use common::tls::{TestCa, client_config, https_client, start};
 use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::client::TlsStream;
@@ -55,11 +55,7 @@ upstream = "o"
 "#,
         origin.addr
     );
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
-    let running = common::RunningBinary::start_with(&path, &[], "info", &dir.path().join("switchyard.log"));
-    wait_listening(http, Duration::from_secs(60)).await;
-    wait_listening(https, Duration::from_secs(10)).await;
+    let running = start(dir.path(), &config, &[], http, https).await;
     Setup { _dir: dir, _running: running, https, ca: ca.pem, origin }
 }
 
@@ -70,7 +66,7 @@ async fn connect(setup: &Setup) -> (TlsStream<tokio::net::TcpStream>, Frame) {
     let name = ServerName::try_from(HOST.to_string()).unwrap_or_else(|e| panic!("{e}"));
     let mut tls = connector.connect(name, tcp).await.unwrap_or_else(|e| panic!("handshake: {e}"));
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-    let settings = start(&mut tls).await;
+    let settings = handshake(&mut tls).await;
     (tls, settings)
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::tls::{
-    TestCa, client_config, handshake_any, https_client, no_redirect_client, served, tls_origin, wait_listening,
+    TestCa, client_config, handshake_any, https_client, no_redirect_client, served, start, tls_origin, wait_listening,
 };
 
 fn free_port() -> SocketAddr {
@@ -18,16 +18,6 @@ fn free_port() -> SocketAddr {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-}
-
-/// Starts the binary on `config` and waits for both listeners.
-async fn start(dir: &Path, config: &str, extra: &[&str], http: SocketAddr, https: SocketAddr) -> common::RunningBinary {
-    let path = dir.join("switchyard.toml");
-    write(&path, config);
-    let running = common::RunningBinary::start_with(&path, extra, "info", &dir.join("switchyard.log"));
-    wait_listening(http, Duration::from_secs(60)).await;
-    wait_listening(https, Duration::from_secs(10)).await;
-    running
 }
 
 fn log(dir: &Path) -> String {

@@ -339,6 +339,11 @@ fn local_reply_head(reply: &LocalResponse) -> Result<ResponseHeader> {
 const DRAIN_LIMIT: usize = 1 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The request's `Content-Length`, if it declares a valid one.
+fn declared_length(request: &RequestHeader) -> Option<u64> {
+    request.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// Reads and drops up to [`DRAIN_LIMIT`] bytes of the request body, for at most [`DRAIN_TIME`].
 async fn drain_body(session: &mut Session) {
     let mut drained = 0usize;
@@ -484,12 +489,7 @@ impl ProxyHttp for SwitchyardProxy {
         match verdict {
             Verdict::Proxy => {
                 ctx.max_body_bytes = ctx.route_settings().max_body_bytes;
-                let declared = session
-                    .req_header()
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-                if let (Some(limit), Some(length)) = (ctx.max_body_bytes, declared)
+                if let (Some(limit), Some(length)) = (ctx.max_body_bytes, declared_length(session.req_header()))
                     && length > limit
                 {
                     // The body is not read: the connection closes after the answer.

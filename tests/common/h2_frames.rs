@@ -107,7 +107,7 @@ pub async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) ->
 }
 
 /// Sends the preface and empty SETTINGS, and acknowledges the server's: returns its SETTINGS.
-pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Frame {
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Frame {
     let mut hello = PREFACE.to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));
     stream.write_all(&hello).await.unwrap_or_else(|e| panic!("preface: {e}"));

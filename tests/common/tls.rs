@@ -125,6 +125,23 @@ pub async fn wait_listening(addr: SocketAddr, limit: Duration) {
     }
 }
 
+/// Starts the binary on `config` (written to `dir/switchyard.toml`, logging to
+/// `dir/switchyard.log`) and waits for its HTTP and HTTPS listeners.
+pub async fn start(
+    dir: &std::path::Path,
+    config: &str,
+    extra: &[&str],
+    http: SocketAddr,
+    https: SocketAddr,
+) -> super::RunningBinary {
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let running = super::RunningBinary::start_with(&path, extra, "info", &dir.join("switchyard.log"));
+    wait_listening(http, Duration::from_secs(60)).await;
+    wait_listening(https, Duration::from_secs(10)).await;
+    running
+}
+
 /// A CA made for a test, and certificates it signs.
 pub struct TestCa {
     pub pem: String,

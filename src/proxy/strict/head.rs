@@ -232,12 +232,31 @@ pub fn check_trailer_line(line: &[u8]) -> Result<(), Violation> {
     Ok(())
 }
 
+/// How often a field appeared, and its first value (no allocation per request).
+#[derive(Default, Clone, Copy)]
+struct Seen<'a> {
+    count: usize,
+    first: Option<&'a [u8]>,
+}
+
+impl<'a> Seen<'a> {
+    fn note(&mut self, value: &'a [u8]) {
+        self.count += 1;
+        self.first.get_or_insert(value);
+    }
+
+    /// The value of a field that appeared exactly once.
+    fn once(&self) -> Option<&'a [u8]> {
+        if self.count == 1 { self.first } else { None }
+    }
+}
+
 /// The fields the framing and target checks look at.
 #[derive(Default)]
 struct Fields<'a> {
-    content_length: Vec<&'a [u8]>,
-    transfer_encoding: Vec<&'a [u8]>,
-    host: Vec<&'a [u8]>,
+    content_length: Seen<'a>,
+    transfer_encoding: Seen<'a>,
+    host: Seen<'a>,
     upgrade: bool,
 }
 
@@ -245,21 +264,21 @@ impl<'a> Fields<'a> {
     fn note(&mut self, name: &'a [u8], value: &'a [u8]) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("content-length") {
-            self.content_length.push(value);
+            self.content_length.note(value);
         } else if is("transfer-encoding") {
-            self.transfer_encoding.push(value);
+            self.transfer_encoding.note(value);
         } else if is("host") {
-            self.host.push(value);
+            self.host.note(value);
         } else if is("upgrade") {
             self.upgrade = true;
         }
     }
 
     fn framing_and_target(&self, request: &RequestLine<'_>) -> Result<HeadInfo, Violation> {
-        match (self.host.as_slice(), request.http10) {
-            ([], true) => {}
-            ([], false) => return Err(Violation::bad("host", "an HTTP/1.1 request without Host")),
-            ([host], _) => {
+        match (self.host.count, self.host.once(), request.http10) {
+            (0, _, true) => {}
+            (0, _, false) => return Err(Violation::bad("host", "an HTTP/1.1 request without Host")),
+            (_, Some(host), _) => {
                 if !host.is_empty() {
                     check_authority(host, false)?;
                 }
@@ -272,21 +291,20 @@ impl<'a> Fields<'a> {
             }
             _ => return Err(Violation::bad("host", "more than one Host field")),
         }
-        let framing = match (self.transfer_encoding.as_slice(), self.content_length.as_slice()) {
-            ([], []) => BodyFraming::None,
-            ([], [length]) => BodyFraming::Length(content_length(length)?),
-            ([], _) => return Err(Violation::bad("content-length", "more than one Content-Length field")),
-            (_, [_, ..]) => {
-                return Err(Violation::bad("cl-and-te", "both Content-Length and Transfer-Encoding"));
-            }
-            ([coding], []) => {
+        let (te, cl) = (self.transfer_encoding, self.content_length);
+        let framing = match (te.count, cl.count) {
+            (0, 0) => BodyFraming::None,
+            (0, 1) => BodyFraming::Length(content_length(cl.first.unwrap_or_default())?),
+            (0, _) => return Err(Violation::bad("content-length", "more than one Content-Length field")),
+            (_, 1..) => return Err(Violation::bad("cl-and-te", "both Content-Length and Transfer-Encoding")),
+            (1, 0) => {
                 if request.http10 {
                     return Err(Violation::bad("transfer-encoding", "Transfer-Encoding in an HTTP/1.0 request"));
                 }
-                check_transfer_codings(coding)?;
+                check_transfer_codings(te.first.unwrap_or_default())?;
                 BodyFraming::Chunked
             }
-            (_, []) => return Err(Violation::bad("transfer-encoding", "more than one Transfer-Encoding field")),
+            (_, 0) => return Err(Violation::bad("transfer-encoding", "more than one Transfer-Encoding field")),
         };
         Ok(HeadInfo { framing, upgrade: self.upgrade })
     }

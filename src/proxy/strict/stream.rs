@@ -163,10 +163,7 @@ impl StrictStream {
                     Err(v) => self.found = Some(v),
                 },
                 Framing::Head => {
-                    if self.upgrade_request.is_some() {
-                        return;
-                    }
-                    if !self.check_head() {
+                    if self.upgrade_request.is_some() || !self.check_head() {
                         return;
                     }
                 }
@@ -200,17 +197,14 @@ impl StrictStream {
                 break;
             }
         }
-        let Some(end) = end else {
-            if unchecked.len() > self.max_head_bytes {
-                self.found = Some(Violation::new(431, "head-size", "the request head is too large"));
-            }
-            self.head_scanned = unchecked.len();
-            return false;
-        };
-        if end > self.max_head_bytes {
+        if end.unwrap_or(unchecked.len()) > self.max_head_bytes {
             self.found = Some(Violation::new(431, "head-size", "the request head is too large"));
             return false;
         }
+        let Some(end) = end else {
+            self.head_scanned = unchecked.len();
+            return false;
+        };
         self.head_scanned = 0;
         match check_head(&unchecked[..end]) {
             Ok(info) => {
@@ -258,10 +252,15 @@ impl StrictStream {
         Poll::Ready(Ok(n))
     }
 
-    /// Starts answering the violation found: counts it, logs it and prepares the answer.
-    fn refuse(&mut self, violation: &Violation) {
+    /// Counts and logs a refused request.
+    fn record(&self, violation: &Violation) {
         super::rejected_metric().with_label_values(&[violation.label]).inc();
         tracing::info!(target: "switchyard::access", client = %self.client(), status = violation.status, "refused: {violation}");
+    }
+
+    /// Starts answering the violation found in a head: records it and prepares the answer.
+    fn refuse(&mut self, violation: &Violation) {
+        self.record(violation);
         let reason = http::StatusCode::from_u16(violation.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
         let body = format!("{}\n", violation.detail);
         let answer = format!(
@@ -349,8 +348,7 @@ impl AsyncRead for StrictStream {
                     this.found = Some(v);
                     return Poll::Pending;
                 }
-                super::rejected_metric().with_label_values(&[v.label]).inc();
-                tracing::info!(target: "switchyard::access", client = %this.client(), status = v.status, "refused: {v}");
+                this.record(&v);
                 this.body_failed = Some(v);
                 continue;
             }
