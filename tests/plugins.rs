@@ -67,9 +67,17 @@ upstream = "shared"
         shared.addr,
         sha = sha256_hex(&std::fs::read(fixture("tenant-router")).unwrap_or_default()),
     );
-    let proxy = proxy(must_build(&config)).await;
+    let generation = must_build(&config);
+    let tenants = generation.plugins.iter().find(|p| p.name() == "tenants").cloned();
+    let tenants = tenants.unwrap_or_else(|| panic!("no tenants plugin"));
+    assert!(tenants.memo().is_none(), "a plugin that does not declare itself deterministic is always called");
+    let proxy = proxy(generation).await;
     let r = send(proxy.local_addr, "GET", "www.saas.test", "/", &[("x-tenant", "acme")]).await;
     assert_eq!(r.backend.as_deref(), Some("acme"));
+    let r = send(proxy.local_addr, "GET", "www.saas.test", "/", &[("x-tenant", "acme")]).await;
+    assert_eq!(r.backend.as_deref(), Some("acme"));
+    let stats = tenants.shared().stats.role_snapshot(switchyard::plugin::Role::Router);
+    assert_eq!((stats.calls, stats.reused), (2, 0), "called for each request");
     assert_eq!(
         r.echoed_header("x-switchyard-tenant").as_deref(),
         Some("acme"),

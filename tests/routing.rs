@@ -103,6 +103,43 @@ async fn routes_by_host_longest_prefix_and_matchers() {
     assert!(r.body.contains("no route"), "{}", r.body);
 }
 
+/// The built-in router is deterministic, so its decisions are remembered with what it read
+/// (method, headers, query) and given again only to requests that read the same: requests to
+/// the same host and path that differ in any matcher's input still get their own routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_route_decisions_still_follow_every_matcher() {
+    let (a, b, c) = (origin("a").await, origin("b").await, origin("c").await);
+    let generation = must_build(&routing_config(&a.addr.to_string(), &b.addr.to_string(), &c.addr.to_string()));
+    let router = generation.plugins.iter().find(|p| p.name() == "router").cloned();
+    let router = router.unwrap_or_else(|| panic!("no built-in router"));
+    assert!(router.memo().is_some(), "the built-in router declares itself deterministic");
+    let proxy = proxy(generation).await;
+    let at = proxy.local_addr;
+
+    // (method, host, target, headers, expected backend, expected path at the backend)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 8] = [
+        ("GET", "api.test", "/users/7", &[], "a", "/7"),
+        ("POST", "api.test", "/users/7", &[], "b", "/users/7"),
+        ("GET", "api.test", "/x", &[("x-beta", "1")], "b", "/x"),
+        ("GET", "api.test", "/x", &[("x-beta", "2")], "c", "/x"),
+        ("GET", "api.test", "/x", &[], "c", "/x"),
+        ("GET", "api.test", "/x?debug", &[], "a", "/x"),
+        ("GET", "API.test", "/x", &[("X-Beta", "1")], "b", "/x"),
+        ("GET", "one.wild.test", "/x", &[("x-beta", "1")], "b", "/x"),
+    ];
+    for round in 0..3 {
+        for (method, host, target, headers, backend, path) in cases {
+            let r = send(at, method, host, target, headers).await;
+            assert_eq!(r.backend.as_deref(), Some(backend), "round {round}: {method} {host}{target} {headers:?}");
+            assert_eq!(r.echoed("path").as_deref(), Some(path), "round {round}: {method} {host}{target}");
+        }
+    }
+    let stats = router.shared().stats.role_snapshot(switchyard::plugin::Role::Router);
+    assert_eq!(stats.calls + stats.reused, 3 * cases.len() as u64, "{stats:?}");
+    assert!(stats.reused >= 2 * cases.len() as u64 - 1, "later rounds are remembered: {stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_site_for_the_host_is_404_and_a_dead_backend_is_502() {
     let dead = closed_port();

@@ -109,6 +109,35 @@ macro_rules! export_plugin {
     };
 }
 
+/// The custom section by which a component declares its decisions deterministic (see
+/// [`declare_deterministic!`]).
+pub const DETERMINISTIC_SECTION: &str = "switchyard:deterministic";
+
+/// Declares that this plugin's decisions are deterministic: a call's result depends only on the
+/// plugin's configuration and on what it reads from the request through the host, and the plugin
+/// keeps no state between calls that changes its answers (no counters, no caches that alter
+/// results, no use of `random`, clocks or the key-value store in deciding).
+///
+/// The proxy may then remember a router decision and give it again, without calling the plugin,
+/// to a later request that reads the same: same host and path, and the same values for every
+/// method, header, query, client address or context the plugin looked at. A plugin that writes
+/// to the request, logs, counts or uses the host's clock, random numbers or key-value store in a
+/// call is always called (the proxy sees those calls and remembers nothing for them).
+///
+/// Declaring a plugin deterministic when it is not (a router that rotates between routes on its
+/// own, say) makes the proxy repeat old answers. Use it once per plugin crate, next to
+/// [`export_plugin!`]; it adds a custom section named [`DETERMINISTIC_SECTION`] to the wasm
+/// module and does nothing in native builds.
+#[macro_export]
+macro_rules! declare_deterministic {
+    () => {
+        #[cfg(target_family = "wasm")]
+        #[unsafe(link_section = "switchyard:deterministic")]
+        #[used]
+        static __SWITCHYARD_DETERMINISTIC: [u8; 1] = [1];
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_role {

@@ -129,7 +129,7 @@ struct GenerationCollector {
 }
 
 /// (name, help, type, labels) of every family [`GenerationCollector`] reports.
-const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 13] = [
+const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 14] = [
     ("switchyard_plugin_calls_total", "Plugin calls, by plugin and role", MetricType::COUNTER, &["plugin", "role"]),
     (
         "switchyard_plugin_traps_total",
@@ -192,6 +192,12 @@ const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 13] = [
         "Failed ACME orders in a row for a site's certificate (0 after a success)",
         MetricType::GAUGE,
         &["site"],
+    ),
+    (
+        "switchyard_plugin_decisions_reused_total",
+        "Decisions of a deterministic plugin given again from memory instead of a call",
+        MetricType::COUNTER,
+        &["plugin", "role"],
     ),
 ];
 
@@ -260,6 +266,7 @@ impl Collector for GenerationCollector {
                 for (family, value) in values.into_iter().enumerate() {
                     samples[family].push(sample(&labels, value, MetricType::COUNTER));
                 }
+                samples[13].push(sample(&labels, s.reused as f64, MetricType::COUNTER));
             }
         }
         let now = crate::upstream::now_ms();

@@ -213,7 +213,7 @@ pub fn plugins(generation: &Generation) -> Json {
                     let s = p.shared().stats.role_snapshot(role);
                     (
                         role.config_name().to_string(),
-                        json!({ "calls": s.calls, "traps": s.traps, "timeouts": s.timeouts, "memory_breaches": s.memory_breaches, "call_seconds": s.nanos as f64 / 1e9 }),
+                        json!({ "calls": s.calls, "reused": s.reused, "traps": s.traps, "timeouts": s.timeouts, "memory_breaches": s.memory_breaches, "call_seconds": s.nanos as f64 / 1e9 }),
                     )
                 })
                 .collect();
@@ -228,6 +228,7 @@ pub fn plugins(generation: &Generation) -> Json {
                 "compiled_from": format!("{:?}", p.compiled_from()).to_lowercase(),
                 "failure": p.failure_policy(),
                 "calls": stats.calls,
+                "reused": stats.reused,
                 "traps": stats.traps,
                 "timeouts": stats.timeouts,
                 "memory_breaches": stats.memory_breaches,

@@ -4,17 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::HostView;
 use super::compile_cache::CompileCache;
+use super::deadline::EpochTicker;
 use super::host_state::HostState;
-
-/// How often the epoch advances; plugin deadlines are counted in these ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The largest linear memory any plugin may be configured with.
 pub const MAX_PLUGIN_MEMORY_BYTES: usize = 256 << 20;
@@ -28,6 +25,8 @@ pub struct PluginEngine {
     pub(crate) linker: Linker<HostState>,
     /// Compiled components by sha256, in memory and on disk.
     pub cache: CompileCache,
+    /// How often the epoch advances (see [`super::deadline`]).
+    pub(crate) epoch: EpochTicker,
     ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
@@ -69,13 +68,21 @@ impl PluginEngine {
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
+        let epoch = EpochTicker::default();
+        let ticker_epoch = epoch.clone();
         let handle = std::thread::Builder::new().name("switchyard-epoch".into()).spawn(move || {
             while !ticker_stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
+                std::thread::sleep(ticker_epoch.tick());
                 ticker_engine.increment_epoch();
             }
         })?;
-        Ok(Arc::new(PluginEngine { engine, linker, cache: CompileCache::new(cache_dir), ticker: Some((stop, handle)) }))
+        Ok(Arc::new(PluginEngine {
+            engine,
+            linker,
+            cache: CompileCache::new(cache_dir),
+            epoch,
+            ticker: Some((stop, handle)),
+        }))
     }
 }
 

@@ -123,6 +123,19 @@ impl RequestView {
         self.head.headers.get(name).map(lossy)
     }
 
+    /// Whether the first value of header `name` is `expected`, as [`RequestView::header`] would
+    /// give it (`None`: absent), without copying the value.
+    pub fn header_is(&self, name: &str, expected: Option<&str>) -> bool {
+        match (self.head.headers.get(name), expected) {
+            (None, None) => true,
+            (Some(value), Some(expected)) => match value.to_str() {
+                Ok(text) => text == expected,
+                Err(_) => String::from_utf8_lossy(value.as_bytes()) == expected,
+            },
+            _ => false,
+        }
+    }
+
     /// All values of a header.
     pub fn header_all(&self, name: &str) -> Vec<String> {
         self.head.headers.get_all(name).iter().map(lossy).collect()

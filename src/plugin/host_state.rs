@@ -13,6 +13,7 @@ use super::bindings::{host, types};
 use super::deadline::CallBudget;
 use super::head::{self, RequestView};
 use super::kv::KvStore;
+use super::memo::{CallTrace, Read};
 use super::stats::PluginStats;
 
 /// The `request` resource. The store holds one current request, so every handle has rep 0.
@@ -80,6 +81,9 @@ pub struct HostState {
     pub memory: MemoryCap,
     /// The deadline of the call in progress.
     pub budget: CallBudget,
+    /// What the call in progress read, when its decision may be remembered (see
+    /// [`super::memo`]).
+    pub trace: Option<CallTrace>,
     random_state: u64,
     started: Instant,
 }
@@ -93,8 +97,23 @@ impl HostState {
             response: head::placeholder_response_head(),
             memory: MemoryCap { max_bytes: max_memory_bytes, breached: false },
             budget: CallBudget::new(std::time::Duration::ZERO),
+            trace: None,
             random_state: seed,
             started: Instant::now(),
+        }
+    }
+
+    /// Notes a read of the request, when the call is traced.
+    fn note(&mut self, read: impl FnOnce() -> Read) {
+        if let Some(trace) = &mut self.trace {
+            trace.reads.push(read());
+        }
+    }
+
+    /// Notes that the call did more than read the request: its result is not remembered.
+    fn acted(&mut self) {
+        if let Some(trace) = &mut self.trace {
+            trace.acted = true;
         }
     }
 }
@@ -103,11 +122,17 @@ impl types::Host for HostState {}
 
 impl types::HostRequest for HostState {
     fn method(&mut self, _: Resource<RequestResource>) -> String {
-        self.request.method().to_string()
+        let method = self.request.method().to_string();
+        self.note(|| Read::Method(method.clone()));
+        method
     }
     fn scheme(&mut self, _: Resource<RequestResource>) -> String {
-        if self.request.https { "https" } else { "http" }.to_string()
+        let https = self.request.https;
+        self.note(|| Read::Scheme(https));
+        if https { "https" } else { "http" }.to_string()
     }
+    // The host and the path are what a remembered decision is filed under: reading them needs
+    // no note.
     fn host(&mut self, _: Resource<RequestResource>) -> String {
         self.request.host()
     }
@@ -115,40 +140,59 @@ impl types::HostRequest for HostState {
         self.request.path().to_string()
     }
     fn query(&mut self, _: Resource<RequestResource>) -> Option<String> {
-        self.request.query().map(str::to_string)
+        let query = self.request.query().map(str::to_string);
+        self.note(|| Read::Query(query.clone()));
+        query
     }
     fn header(&mut self, _: Resource<RequestResource>, name: String) -> Option<String> {
-        self.request.header(&name)
+        let value = self.request.header(&name);
+        self.note(|| Read::Header(name, value.clone()));
+        value
     }
     fn header_all(&mut self, _: Resource<RequestResource>, name: String) -> Vec<String> {
-        self.request.header_all(&name)
+        let values = self.request.header_all(&name);
+        self.note(|| Read::HeaderAll(name, values.clone()));
+        values
     }
     fn header_names(&mut self, _: Resource<RequestResource>) -> Vec<String> {
-        self.request.header_names()
+        let names = self.request.header_names();
+        self.note(|| Read::HeaderNames(names.clone()));
+        names
     }
     fn client_ip(&mut self, _: Resource<RequestResource>) -> String {
-        self.request.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
+        let ip = self.request.client_ip;
+        self.note(|| Read::ClientIp(ip));
+        ip.map(|ip| ip.to_string()).unwrap_or_default()
     }
 
     fn server_port(&mut self, _: Resource<RequestResource>) -> u16 {
-        self.request.server_port
+        let port = self.request.server_port;
+        self.note(|| Read::ServerPort(port));
+        port
     }
     fn set_header(&mut self, _: Resource<RequestResource>, name: String, value: String) -> Result<(), String> {
+        self.acted();
         self.request.set_header(&name, &value)
     }
     fn append_header(&mut self, _: Resource<RequestResource>, name: String, value: String) -> Result<(), String> {
+        self.acted();
         self.request.append_header(&name, &value)
     }
     fn remove_header(&mut self, _: Resource<RequestResource>, name: String) -> Result<(), String> {
+        self.acted();
         self.request.remove_header(&name)
     }
     fn set_path_and_query(&mut self, _: Resource<RequestResource>, path_and_query: String) -> Result<(), String> {
+        self.acted();
         self.request.set_path_and_query(&path_and_query)
     }
     fn context(&mut self, _: Resource<RequestResource>, key: String) -> Option<String> {
-        self.request.context(&key).map(str::to_string)
+        let value = self.request.context(&key).map(str::to_string);
+        self.note(|| Read::Context(key, value.clone()));
+        value
     }
     fn set_context(&mut self, _: Resource<RequestResource>, key: String, value: String) {
+        self.acted();
         self.request.set_context(&key, &value)
     }
     fn drop(&mut self, _: Resource<RequestResource>) -> wasmtime::Result<()> {
@@ -186,6 +230,7 @@ impl types::HostResponse for HostState {
 
 impl host::Host for HostState {
     fn log(&mut self, level: types::LogLevel, message: String) {
+        self.acted();
         let plugin = &*self.shared.name;
         match level {
             types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -197,6 +242,7 @@ impl host::Host for HostState {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) {
+        self.acted();
         if let Ok(mut counters) = self.shared.counters.lock() {
             let slot = counters.entry(name).or_default();
             *slot = slot.saturating_add(delta);
@@ -204,6 +250,7 @@ impl host::Host for HostState {
     }
 
     fn histogram_record(&mut self, name: String, value: f64) {
+        self.acted();
         if let Ok(mut histograms) = self.shared.histograms.lock() {
             let slot = histograms.entry(name).or_default();
             slot.0 += 1;
@@ -212,14 +259,17 @@ impl host::Host for HostState {
     }
 
     fn now_unix_ms(&mut self) -> u64 {
+        self.acted();
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
 
     fn monotonic_ns(&mut self) -> u64 {
+        self.acted();
         self.started.elapsed().as_nanos() as u64
     }
 
     fn random_u64(&mut self) -> u64 {
+        self.acted();
         // splitmix64: fast and good enough for balancing and sampling decisions.
         self.random_state = self.random_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.random_state;
@@ -229,18 +279,77 @@ impl host::Host for HostState {
     }
 
     fn kv_get(&mut self, key: String) -> Option<String> {
+        self.acted();
         self.shared.kv.get(&key)
     }
 
     fn kv_set(&mut self, key: String, value: String) -> Result<(), String> {
+        self.acted();
         self.shared.kv.set(key, value)
     }
 
     fn kv_delete(&mut self, key: String) {
+        self.acted();
         self.shared.kv.delete(&key)
     }
 
     fn kv_increment(&mut self, key: String, delta: i64) -> i64 {
+        self.acted();
         self.shared.kv.increment(&key, delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use types::HostRequest;
+
+    fn traced_state() -> HostState {
+        let mut head = pingora::http::RequestHeader::build("GET", b"/a?b=1", None).unwrap_or_else(|e| panic!("{e}"));
+        head.append_header("x-tenant", "acme").unwrap_or_else(|e| panic!("{e}"));
+        let mut state = HostState::new(Arc::new(PluginShared::new("t")), 1 << 20, 1);
+        state.request.head = Box::new(head);
+        state.trace = Some(CallTrace::default());
+        state
+    }
+
+    fn handle() -> Resource<RequestResource> {
+        Resource::new_borrow(0)
+    }
+
+    #[test]
+    fn reads_are_noted_with_their_values() {
+        let mut state = traced_state();
+        assert_eq!(state.method(handle()), "GET");
+        assert_eq!(state.header(handle(), "X-Tenant".into()).as_deref(), Some("acme"));
+        assert_eq!(state.query(handle()).as_deref(), Some("b=1"));
+        let trace = state.trace.take().unwrap_or_default();
+        assert!(!trace.acted);
+        assert_eq!(
+            trace.reads,
+            vec![
+                Read::Method("GET".into()),
+                Read::Header("X-Tenant".into(), Some("acme".into())),
+                Read::Query(Some("b=1".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn writes_and_host_services_mark_the_call_as_acting() {
+        let acts: [fn(&mut HostState); 5] = [
+            |s| drop(s.set_header(handle(), "x-a".into(), "1".into())),
+            |s| s.set_context(handle(), "k".into(), "v".into()),
+            |s| {
+                host::Host::random_u64(s);
+            },
+            |s| drop(host::Host::kv_get(s, "k".into())),
+            |s| host::Host::log(s, types::LogLevel::Debug, "m".into()),
+        ];
+        for (i, act) in acts.iter().enumerate() {
+            let mut state = traced_state();
+            act(&mut state);
+            assert!(state.trace.as_ref().is_some_and(|t| t.acted), "act {i}");
+        }
     }
 }

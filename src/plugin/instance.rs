@@ -17,11 +17,12 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{balancer, request_filter, response_filter, router, split};
 use super::compile_cache::CompileSource;
-use super::deadline::{DeadlineExceeded, thread_cpu_time, ticks};
+use super::deadline::{DeadlineExceeded, thread_cpu_time};
 use super::engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
 use super::error::{FailurePolicy, PluginError, PluginFailure};
 use super::head::RequestView;
 use super::host_state::{HostState, PluginShared};
+use super::memo::DecisionMemo;
 
 /// The roles a component can export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +116,8 @@ pub struct LoadedPlugin {
     compiled: CompileSource,
     idle: ArrayQueue<PluginInstance>,
     seeds: AtomicU64,
+    /// Remembered router decisions, for a deterministic plugin that routes.
+    memo: Option<DecisionMemo>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -152,6 +155,7 @@ impl LoadedPlugin {
         if wasmparser_is_core_module(bytes) {
             anyhow::bail!("this is a core wasm module, not a component; convert it with switchyard-componentize");
         }
+        engine.epoch.allow_for(settings.timeout);
         let (component, source) = engine
             .cache
             .component(&engine.engine, bytes, &sha256)
@@ -182,6 +186,7 @@ impl LoadedPlugin {
                 "the component exports no switchyard:plugin role (router, request-filter, response-filter, split, balancer)"
             );
         }
+        let memo = (roles.contains(&Role::Router) && declares_deterministic(bytes)).then(DecisionMemo::default);
         let plugin = Arc::new(LoadedPlugin {
             engine: engine.clone(),
             shared: Arc::new(PluginShared::new(&settings.name)),
@@ -193,6 +198,7 @@ impl LoadedPlugin {
             sha256,
             compiled: source,
             seeds: AtomicU64::new(0x5EED),
+            memo,
         });
         let first = plugin.instantiate()?;
         let _ = plugin.idle.push(first);
@@ -225,6 +231,16 @@ impl LoadedPlugin {
         self.sha256 == sha256 && self.settings == *settings
     }
 
+    /// The memo of router decisions, when the plugin is deterministic and routes.
+    pub fn memo(&self) -> Option<&DecisionMemo> {
+        self.memo.as_ref()
+    }
+
+    /// Counts a decision given from the memo instead of a call.
+    pub(crate) fn count_reused(&self, role: Role) {
+        self.shared.stats.role(role).reused.fetch_add(1, Relaxed);
+    }
+
     /// The plugin's failure policy.
     pub fn failure_policy(&self) -> FailurePolicy {
         self.settings.failure
@@ -243,12 +259,15 @@ impl LoadedPlugin {
             HostState::new(self.shared.clone(), self.settings.memory_limit_bytes, seed),
         );
         store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_callback(|mut store| match store.data_mut().budget.on_deadline(thread_cpu_time()) {
-            Some(extension) => Ok(UpdateDeadline::Continue(extension)),
-            None => Err(DeadlineExceeded.into()),
+        let epoch = self.engine.epoch.clone();
+        store.epoch_deadline_callback(move |mut store| {
+            match store.data_mut().budget.on_tick(thread_cpu_time(), epoch.tick()) {
+                Some(extension) => Ok(UpdateDeadline::Continue(extension)),
+                None => Err(DeadlineExceeded.into()),
+            }
         });
         store.data_mut().budget.start(CONFIGURE_TIMEOUT);
-        store.set_epoch_deadline(ticks(CONFIGURE_TIMEOUT));
+        store.set_epoch_deadline(1);
         self.shared.stats.instances_created.fetch_add(1, Relaxed);
         let instance = self.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!("instantiation failed: {e:#}"))?;
         let config = self.settings.config_json.as_str();
@@ -314,7 +333,7 @@ impl LoadedPlugin {
         let started = timed.then(Instant::now);
 
         instance.store.data_mut().budget.start(self.settings.timeout);
-        instance.store.set_epoch_deadline(ticks(self.settings.timeout));
+        instance.store.set_epoch_deadline(1);
         std::mem::swap(&mut instance.store.data_mut().request, request);
         let mut response = response;
         if let Some(r) = response.as_deref_mut() {
@@ -356,6 +375,15 @@ impl LoadedPlugin {
         self.shared.stats.role(role).traps.fetch_add(1, Relaxed);
         self.failure(PluginFailure::InvalidAnswer(message))
     }
+}
+
+/// Whether the component (or a module inside it) carries the custom section by which a plugin
+/// declares its decisions deterministic (the SDK's `declare_deterministic!`).
+fn declares_deterministic(bytes: &[u8]) -> bool {
+    wasmparser::Parser::new(0).parse_all(bytes).any(|payload| {
+        matches!(payload, Ok(wasmparser::Payload::CustomSection(section))
+            if section.name() == switchyard_sdk::DETERMINISTIC_SECTION)
+    })
 }
 
 /// A core module's preamble has layer 0 in bytes 6..8; a component has layer 1.

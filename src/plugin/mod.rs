@@ -11,6 +11,7 @@ mod head;
 mod host_state;
 mod instance;
 mod kv;
+mod memo;
 mod roles;
 mod stats;
 
@@ -21,6 +22,7 @@ pub use error::{FailurePolicy, PluginError, PluginFailure};
 pub use head::{RequestView, checked_response_header};
 pub use host_state::PluginShared;
 pub use instance::{LoadedPlugin, PluginSettings, Role, sha256_hex};
+pub use memo::DecisionMemo;
 pub use roles::{
     BalancerRole, Candidate, FilterAction, LocalResponse, RequestFilterRole, ResponseFilterRole, RouteDecision,
     RouterRole, SplitChoice, SplitRole, WasmPlugin,

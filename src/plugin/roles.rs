@@ -11,6 +11,7 @@ use super::bindings::types;
 use super::error::PluginError;
 use super::head::RequestView;
 use super::instance::{LoadedPlugin, Role};
+use super::memo::CallTrace;
 
 /// Where a router sends a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,14 +105,28 @@ fn request_handle() -> Resource<types::Request> {
 }
 
 impl RouterRole for WasmPlugin {
+    /// A deterministic plugin's decision is first looked for in its memo; a call's decision is
+    /// remembered with what the call read (see [`super::memo`]).
     fn route(&self, req: &mut RequestView) -> Result<Option<RouteDecision>, PluginError> {
         let host = req.host();
-        let decision = self.0.call(Role::Router, req, None, |i| {
+        let memo = self.0.memo();
+        if let Some(decision) = memo.and_then(|m| m.recall(&host, req)) {
+            self.0.count_reused(Role::Router);
+            return Ok(decision);
+        }
+        let (decision, trace) = self.0.call(Role::Router, req, None, |i| {
             let guest = i.router.as_ref().ok_or_else(|| missing_role("router"))?;
-            let path = i.store.data().request.path().to_string();
-            guest.call_route(&mut i.store, request_handle(), &host, &path)
+            let state = i.store.data_mut();
+            state.trace = memo.map(|_| CallTrace::default());
+            let path = state.request.path().to_string();
+            let decision = guest.call_route(&mut i.store, request_handle(), &host, &path)?;
+            Ok((decision, i.store.data_mut().trace.take()))
         })?;
-        Ok(decision.map(|d| RouteDecision { name: d.name, upstream: d.upstream, rewrite: d.rewrite }))
+        let decision = decision.map(|d| RouteDecision { name: d.name, upstream: d.upstream, rewrite: d.rewrite });
+        if let (Some(memo), Some(trace)) = (memo, trace) {
+            memo.remember(&host, req.path(), trace, &decision);
+        }
+        Ok(decision)
     }
 }
 

@@ -14,6 +14,9 @@ pub struct RoleStats {
     pub memory_breaches: AtomicU64,
     /// Time spent in calls, estimated from a 1-in-8 sample of calls.
     pub nanos: AtomicU64,
+    /// Decisions given again from the plugin's memo instead of calling it (see
+    /// [`super::memo`]); not counted in `calls`.
+    pub reused: AtomicU64,
 }
 
 /// A plugin's counters: per role (in [`Role::ALL`] order), and its instances.
@@ -31,6 +34,7 @@ pub struct PluginStatsSnapshot {
     pub timeouts: u64,
     pub memory_breaches: u64,
     pub nanos: u64,
+    pub reused: u64,
     pub instances_created: u64,
 }
 
@@ -50,6 +54,7 @@ impl PluginStats {
             timeouts: r.timeouts.load(Relaxed),
             memory_breaches: r.memory_breaches.load(Relaxed),
             nanos: r.nanos.load(Relaxed),
+            reused: r.reused.load(Relaxed),
             instances_created: 0,
         }
     }
@@ -65,6 +70,7 @@ impl PluginStats {
             total.timeouts += r.timeouts;
             total.memory_breaches += r.memory_breaches;
             total.nanos += r.nanos;
+            total.reused += r.reused;
         }
         total
     }

@@ -249,6 +249,8 @@ impl Router for HostPrefixRouter {
 }
 
 export_plugin!(HostPrefixRouter: router);
+// Routes depend only on the configuration and on what is read from the request.
+switchyard_sdk::declare_deterministic!();
 
 #[cfg(test)]
 mod tests {
