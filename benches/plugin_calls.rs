@@ -5,6 +5,9 @@
 //! request side, the A/B split for a new and a returning client and its response side, and every
 //! balancer over 10 backends.
 //!
+//! The router is measured twice: a request whose decision it remembers (it is deterministic, see
+//! `src/plugin/memo.rs`), and one with a path not seen before, which calls the component.
+//!
 //! `cargo bench --bench plugin_calls`; figures are per call, with a request of 10 headers.
 
 use std::sync::Arc;
@@ -104,7 +107,23 @@ fn bench_roles(c: &mut Criterion) {
     assert_eq!(decision.map(|d| d.name).as_deref(), Some("s3r7"));
 
     let mut group = c.benchmark_group("plugin_call");
-    group.bench_function(BenchmarkId::new("router", "50 routes"), |b| b.iter(|| router.route(&mut view)));
+    // The built-in router is deterministic: the same request again gets its remembered decision.
+    group.bench_function(BenchmarkId::new("router", "50 routes, decision remembered"), |b| {
+        b.iter(|| router.route(&mut view))
+    });
+    // A path not seen before: a call into the component, and its decision remembered.
+    let mut paths = (0u64..).map(|i| format!("/svc7/v3/users/{i}"));
+    let mut fresh = request();
+    group.bench_function(BenchmarkId::new("router", "50 routes, new path (called)"), |b| {
+        b.iter_batched(
+            || paths.next().unwrap_or_default().parse::<http::Uri>().unwrap_or_else(|e| panic!("{e}")),
+            |uri| {
+                fresh.head.set_uri(uri);
+                router.route(&mut fresh)
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function(BenchmarkId::new("balancer", "round-robin, 10 backends"), |b| {
         b.iter(|| balancer.pick(&mut view, "u7", &candidates))
     });

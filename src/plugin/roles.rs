@@ -109,7 +109,7 @@ impl RouterRole for WasmPlugin {
     /// remembered with what the call read (see [`super::memo`]).
     fn route(&self, req: &mut RequestView) -> Result<Option<RouteDecision>, PluginError> {
         let host = req.host();
-        let memo = self.0.memo();
+        let memo = self.0.memo().filter(|m| m.active());
         if let Some(decision) = memo.and_then(|m| m.recall(&host, req)) {
             self.0.count_reused(Role::Router);
             return Ok(decision);
