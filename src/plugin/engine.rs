@@ -61,6 +61,10 @@ impl PluginEngine {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // For profiling plugins with `perf` (see the README): name the compiled code.
+        if std::env::var_os("SWITCHYARD_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         HostView::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
@@ -70,12 +74,9 @@ impl PluginEngine {
         let ticker_stop = stop.clone();
         let epoch = EpochTicker::default();
         let ticker_epoch = epoch.clone();
-        let handle = std::thread::Builder::new().name("switchyard-epoch".into()).spawn(move || {
-            while !ticker_stop.load(Ordering::Relaxed) {
-                std::thread::sleep(ticker_epoch.tick());
-                ticker_engine.increment_epoch();
-            }
-        })?;
+        let handle = std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || ticker_epoch.run(&ticker_stop, || ticker_engine.increment_epoch()))?;
         Ok(Arc::new(PluginEngine {
             engine,
             linker,
@@ -90,6 +91,7 @@ impl Drop for PluginEngine {
     fn drop(&mut self) {
         if let Some((stop, handle)) = self.ticker.take() {
             stop.store(true, Ordering::Relaxed);
+            self.epoch.wake_to_stop();
             let _ = handle.join();
         }
     }

@@ -261,13 +261,17 @@ impl LoadedPlugin {
         store.limiter(|state| &mut state.memory);
         let epoch = self.engine.epoch.clone();
         store.epoch_deadline_callback(move |mut store| {
-            match store.data_mut().budget.on_tick(thread_cpu_time(), epoch.tick()) {
-                Some(extension) => Ok(UpdateDeadline::Continue(extension)),
-                None => Err(DeadlineExceeded.into()),
+            // Looked at every tick while it runs, so the ticker must not park under it.
+            epoch.keep_ticking();
+            if store.data_mut().budget.on_tick(thread_cpu_time(), epoch.tick()) {
+                Ok(UpdateDeadline::Continue(1))
+            } else {
+                Err(DeadlineExceeded.into())
             }
         });
         store.data_mut().budget.start(CONFIGURE_TIMEOUT);
         store.set_epoch_deadline(1);
+        self.engine.epoch.keep_ticking();
         self.shared.stats.instances_created.fetch_add(1, Relaxed);
         let instance = self.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!("instantiation failed: {e:#}"))?;
         let config = self.settings.config_json.as_str();
@@ -334,6 +338,7 @@ impl LoadedPlugin {
 
         instance.store.data_mut().budget.start(self.settings.timeout);
         instance.store.set_epoch_deadline(1);
+        self.engine.epoch.keep_ticking();
         std::mem::swap(&mut instance.store.data_mut().request, request);
         let mut response = response;
         if let Some(r) = response.as_deref_mut() {

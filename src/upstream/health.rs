@@ -22,8 +22,13 @@ use super::{Backend, Upstream};
 use crate::generation::Generation;
 use crate::tls::upstream::UpstreamTlsSettings;
 
-/// How often the prober looks for probes that are due.
+/// The shortest wait between two looks for probes that are due.
 const TICK: Duration = Duration::from_millis(20);
+
+/// The longest wait between two looks: how soon a reload that adds health checks is seen. (The
+/// prober sleeps until the next probe is due, so a process without health checks wakes once a
+/// second, not fifty times: every wake-up preempts a busy worker.)
+const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 /// The most of a probe's response body that is read for `expect_body`.
 const MAX_BODY: usize = 64 << 10;
@@ -34,12 +39,12 @@ pub async fn run_prober(current: Arc<ArcSwap<Generation>>) {
     // Keyed by the backend's allocation: a reload that keeps a backend keeps its schedule.
     let mut due: HashMap<usize, Instant> = HashMap::new();
     let mut probing: HashMap<usize, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wake = Instant::now();
     loop {
-        ticker.tick().await;
+        tokio::time::sleep_until(wake.into()).await;
         let generation = current.load_full();
         let now = Instant::now();
+        let mut next_look = now + IDLE_LOOK;
         probing.retain(|_, task| !task.is_finished());
         let mut seen = HashSet::new();
         for upstream in generation.upstreams.values() {
@@ -49,9 +54,11 @@ pub async fn run_prober(current: Arc<ArcSwap<Generation>>) {
                 seen.insert(key);
                 let next = due.entry(key).or_insert(now);
                 if *next > now || probing.contains_key(&key) {
+                    next_look = next_look.min(*next);
                     continue;
                 }
                 *next = now + check.interval;
+                next_look = next_look.min(*next);
                 let (backend, check, connector) = (backend.clone(), check.clone(), connector.clone());
                 let (upstream_name, tls) = (upstream.name.clone(), upstream.tls.clone());
                 probing.insert(
@@ -63,6 +70,8 @@ pub async fn run_prober(current: Arc<ArcSwap<Generation>>) {
             }
         }
         due.retain(|key, _| seen.contains(key));
+        // A probe still running past its next due time is looked at again a tick later.
+        wake = next_look.max(now + TICK);
     }
 }
 
