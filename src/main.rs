@@ -12,6 +12,12 @@ use switchyard::plugin::PluginEngine;
 use switchyard::proxy::server::RunOptions;
 use switchyard::{generation, proxy};
 
+/// mimalloc instead of the system allocator: a request through a plugin chain makes many small,
+/// short-lived allocations (header names and values, strings crossing the plugin boundary), and
+/// glibc's malloc spent about 14 µs of CPU per chained request on them in the load comparison.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
