@@ -250,6 +250,37 @@ async fn a_backend_answering_500s_is_ejected_then_returns_after_its_ejection_tim
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_on_a_slow_backend_do_not_eject_it() {
+    use tokio::io::AsyncWriteExt;
+    let slow = common::slow_origin("slow", Duration::from_millis(300)).await;
+    let fast = Backend::start("fast").await;
+    let toml = format!(
+        "[[upstream]]\nname = \"pool\"\nbackends = [{{ address = \"{slow}\" }}, {{ address = \"{}\" }}]\n\
+         outlier = {{ consecutive_failures = 2, base_ejection_ms = 30000 }}\n\
+         [[site]]\nhosts = [\"*\"]\n[[site.route]]\nupstream = \"pool\"\n",
+        fast.addr
+    );
+    let proxy = common::proxy(common::must_build(&toml)).await;
+    // Eight clients send a request and hang up 50 ms later: round-robin gives four of them to the
+    // slow backend, which has not answered by then.
+    for _ in 0..8 {
+        let mut client = TcpStream::connect(proxy.local_addr).await.unwrap_or_else(|e| panic!("{e}"));
+        client.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").await.unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(client);
+    }
+    // Each abandoned request has ended in the proxy by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = common::client();
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        served.push(hit(&client, proxy.local_addr).await);
+    }
+    let from_slow = served.iter().filter(|r| matches!(r, Ok((200, x)) if x == "slow")).count();
+    assert_eq!(from_slow, 2, "the slow backend was counted as failing for its clients' hang-ups: {served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_gets_a_504_at_the_read_timeout_and_the_total_deadline() {
     let slow = common::slow_origin("slow", Duration::from_secs(3)).await;
     let client = common::client();

@@ -619,7 +619,8 @@ impl ProxyHttp for SwitchyardProxy {
         e
     }
 
-    /// A failure after connecting counts against the backend. It is retried on another one
+    /// A failure after connecting counts against the backend, unless the client caused it
+    /// (hung up, broke its request), which ends the attempt uncounted. It is retried on another one
     /// only before any of the response reached the client, for an idempotent method whose body
     /// can be sent again, and only when the failure is one the backend cannot have acted on (a
     /// pooled connection that turned out closed), or `retries.idempotent` is set.
@@ -632,6 +633,12 @@ impl ProxyHttp for SwitchyardProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {}", peer._address));
+        if *e.esource() == ErrorSource::Downstream {
+            // The client hung up or broke its side: nothing to hold against the backend (the
+            // attempt ends uncounted in `logging`), and nobody to retry for.
+            e.set_retry(false);
+            return e;
+        }
         ctx.attempt_failed();
         e.retry.decide_reuse(client_reused);
         let unseen_by_backend = e.retry();
@@ -740,9 +747,13 @@ impl ProxyHttp for SwitchyardProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let upstream_started = ctx.upstream_started;
         if let Some((upstream, i)) = ctx.end_attempt() {
-            if e.is_some() || status >= 500 {
+            // A client that hung up (or broke its request) tells nothing about the backend:
+            // counting it as a failure let a load generator's closing connections eject every
+            // backend of a variant.
+            let client_side = e.is_some_and(|e| *e.esource() == ErrorSource::Downstream);
+            if status >= 500 || (e.is_some() && !client_side) {
                 upstream.record_failure(i);
-            } else if let Some(started) = upstream_started {
+            } else if !client_side && let Some(started) = upstream_started {
                 upstream.record_success(i, started.elapsed());
             }
         }
