@@ -156,6 +156,12 @@ const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 14] = [
         &["plugin", "role"],
     ),
     (
+        "switchyard_plugin_decisions_reused_total",
+        "Decisions of a deterministic plugin given again from memory instead of a call",
+        MetricType::COUNTER,
+        &["plugin", "role"],
+    ),
+    (
         "switchyard_backend_healthy",
         "1 when a backend may take requests (healthy, not ejected, not draining)",
         MetricType::GAUGE,
@@ -192,12 +198,6 @@ const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 14] = [
         "Failed ACME orders in a row for a site's certificate (0 after a success)",
         MetricType::GAUGE,
         &["site"],
-    ),
-    (
-        "switchyard_plugin_decisions_reused_total",
-        "Decisions of a deterministic plugin given again from memory instead of a call",
-        MetricType::COUNTER,
-        &["plugin", "role"],
     ),
 ];
 
@@ -261,12 +261,17 @@ impl Collector for GenerationCollector {
             for &role in plugin.roles() {
                 let s = plugin.shared().stats.role_snapshot(role);
                 let labels = [("plugin", plugin.name()), ("role", role.config_name())];
-                let values =
-                    [s.calls as f64, s.traps as f64, s.timeouts as f64, s.memory_breaches as f64, s.nanos as f64 / 1e9];
+                let values = [
+                    s.calls as f64,
+                    s.traps as f64,
+                    s.timeouts as f64,
+                    s.memory_breaches as f64,
+                    s.nanos as f64 / 1e9,
+                    s.reused as f64,
+                ];
                 for (family, value) in values.into_iter().enumerate() {
                     samples[family].push(sample(&labels, value, MetricType::COUNTER));
                 }
-                samples[13].push(sample(&labels, s.reused as f64, MetricType::COUNTER));
             }
         }
         let now = crate::upstream::now_ms();
@@ -276,24 +281,24 @@ impl Collector for GenerationCollector {
             for (i, backend) in upstream.backends.iter().enumerate() {
                 let labels = [("upstream", upstream.name.as_str()), ("backend", backend.label.as_str())];
                 let flag = |b: bool| if b { 1.0 } else { 0.0 };
-                samples[5].push(sample(&labels, flag(upstream.available(i, now)), MetricType::GAUGE));
-                samples[6].push(sample(&labels, flag(backend.ejected(now)), MetricType::GAUGE));
-                samples[7].push(sample(&labels, flag(upstream.draining[i]), MetricType::GAUGE));
-                samples[8].push(sample(&labels, f64::from(backend.candidate().in_flight), MetricType::GAUGE));
+                samples[6].push(sample(&labels, flag(upstream.available(i, now)), MetricType::GAUGE));
+                samples[7].push(sample(&labels, flag(backend.ejected(now)), MetricType::GAUGE));
+                samples[8].push(sample(&labels, flag(upstream.draining[i]), MetricType::GAUGE));
+                samples[9].push(sample(&labels, f64::from(backend.candidate().in_flight), MetricType::GAUGE));
             }
         }
-        samples[9].push(sample(&[], self.open_connections.load(Relaxed) as f64, MetricType::GAUGE));
+        samples[10].push(sample(&[], self.open_connections.load(Relaxed) as f64, MetricType::GAUGE));
         let plan = &generation.tls;
         let now = crate::tls::material::unix_now();
         for site in &plan.sites {
             let labels = [("site", site.site.as_str()), ("source", site.source.kind())];
             if let Some(material) = self.tls.material_of(plan, site) {
-                samples[10].push(sample(&labels, material.info.not_after as f64, MetricType::GAUGE));
-                samples[11].push(sample(&labels, material.info.remaining_s(now) as f64, MetricType::GAUGE));
+                samples[11].push(sample(&labels, material.info.not_after as f64, MetricType::GAUGE));
+                samples[12].push(sample(&labels, material.info.remaining_s(now) as f64, MetricType::GAUGE));
             }
             if let Some(dir) = TlsRuntime::acme_dir(plan, site).filter(|_| site.source.kind() == "acme") {
                 let failures = self.tls.managed(&dir).status.failures;
-                samples[12].push(sample(&[("site", site.site.as_str())], f64::from(failures), MetricType::GAUGE));
+                samples[13].push(sample(&[("site", site.site.as_str())], f64::from(failures), MetricType::GAUGE));
             }
         }
         GENERATION_FAMILIES

@@ -61,6 +61,14 @@ fn lossy(value: &HeaderValue) -> String {
     }
 }
 
+/// Whether `value`, as plugins are given it (see [`lossy`]), is `expected`.
+fn value_is(value: &HeaderValue, expected: &str) -> bool {
+    match value.to_str() {
+        Ok(text) => text == expected,
+        Err(_) => String::from_utf8_lossy(value.as_bytes()) == expected,
+    }
+}
+
 /// Validates a header change a plugin asked for; `value` is `None` for a removal.
 pub fn checked_header(
     name: &str,
@@ -128,12 +136,21 @@ impl RequestView {
     pub fn header_is(&self, name: &str, expected: Option<&str>) -> bool {
         match (self.head.headers.get(name), expected) {
             (None, None) => true,
-            (Some(value), Some(expected)) => match value.to_str() {
-                Ok(text) => text == expected,
-                Err(_) => String::from_utf8_lossy(value.as_bytes()) == expected,
-            },
+            (Some(value), Some(expected)) => value_is(value, expected),
             _ => false,
         }
+    }
+
+    /// Whether [`RequestView::header_all`] would give `expected`, without copying the values.
+    pub fn header_all_are(&self, name: &str, expected: &[String]) -> bool {
+        let mut expected = expected.iter();
+        self.head.headers.get_all(name).iter().all(|v| expected.next().is_some_and(|e| value_is(v, e)))
+            && expected.next().is_none()
+    }
+
+    /// Whether [`RequestView::header_names`] would give `expected`, without copying the names.
+    pub fn header_names_are(&self, expected: &[String]) -> bool {
+        self.head.headers.keys().map(HeaderName::as_str).eq(expected.iter().map(String::as_str))
     }
 
     /// All values of a header.

@@ -59,8 +59,8 @@ impl Read {
             Read::Scheme(https) => request.https == *https,
             Read::Query(q) => request.query() == q.as_deref(),
             Read::Header(name, value) => request.header_is(name, value.as_deref()),
-            Read::HeaderAll(name, values) => request.header_all(name) == *values,
-            Read::HeaderNames(names) => request.header_names() == *names,
+            Read::HeaderAll(name, values) => request.header_all_are(name, values),
+            Read::HeaderNames(names) => request.header_names_are(names),
             Read::ClientIp(ip) => request.client_ip == *ip,
             Read::ServerPort(port) => request.server_port == *port,
             Read::Context(key, value) => request.context(key) == value.as_deref(),
@@ -220,6 +220,21 @@ mod tests {
         assert_eq!(memo.recall("a.test", &request("GET", "/?v=2", &[])), Some(None));
         assert_eq!(memo.recall("a.test", &request("GET", "/?v=3", &[])), None);
         assert_eq!(memo.recall("a.test", &request("GET", "/", &[])), None);
+    }
+
+    #[test]
+    fn every_value_and_every_name_must_match_for_list_reads() {
+        let req = request("GET", "/", &[("x-a", "1"), ("X-A", "2"), ("x-b", "3")]);
+        let all = |values: &[&str]| Read::HeaderAll("x-a".into(), values.iter().map(|v| v.to_string()).collect());
+        assert!(all(&["1", "2"]).holds_for(&req));
+        assert!(!all(&["1"]).holds_for(&req));
+        assert!(!all(&["1", "2", "3"]).holds_for(&req));
+        assert!(!all(&["2", "1"]).holds_for(&req));
+        assert!(Read::HeaderAll("x-none".into(), Vec::new()).holds_for(&req));
+        let names = |names: &[&str]| Read::HeaderNames(names.iter().map(|n| n.to_string()).collect());
+        assert!(names(&["x-a", "x-b"]).holds_for(&req));
+        assert!(!names(&["x-a"]).holds_for(&req));
+        assert!(!names(&["x-b", "x-a"]).holds_for(&req));
     }
 
     #[test]
