@@ -2,7 +2,7 @@
 //! cap): the built-in router over a 50-route table, the built-in round-robin balancer over 10
 //! backends, and the chaos fixture's request filter, response filter and split (`plugin_call`);
 //! then each traffic-policy built-in as the default chain runs it (`builtin`): the header policy's
-//! request side, the A/B split for a new and a returning client and its response side, and every
+//! request side (remembered, and for a new client), the A/B split for a new and a returning client and its response side, and every
 //! balancer over 10 backends.
 //!
 //! The router is measured twice: a request whose decision it remembers (it is deterministic, see
@@ -166,8 +166,21 @@ fn bench_builtins(c: &mut Criterion) {
     };
 
     let mut group = c.benchmark_group("builtin");
-    group.bench_function(BenchmarkId::new("headers", "request, defaults"), |b| {
+    // The header policy is deterministic: a client seen before gets its remembered changes.
+    group.bench_function(BenchmarkId::new("headers", "request, defaults, remembered"), |b| {
         b.iter_batched(request, |mut view| headers.on_request(&mut view), BatchSize::SmallInput)
+    });
+    // Each request from a new client address: a call (remembered until the memo fills up while
+    // missing, then plain calls while it rests).
+    let clients = std::cell::Cell::new(0u32);
+    let new_client = || {
+        let mut view = request();
+        clients.set(clients.get().wrapping_add(1));
+        view.client_ip = Some(std::net::IpAddr::V4(clients.get().into()));
+        view
+    };
+    group.bench_function(BenchmarkId::new("headers", "request, defaults, new client (called)"), |b| {
+        b.iter_batched(new_client, |mut view| headers.on_request(&mut view), BatchSize::SmallInput)
     });
     group.bench_function(BenchmarkId::new("split", "choose, new client"), |b| {
         b.iter_batched(request, |mut view| split.choose(&mut view, "u7"), BatchSize::SmallInput)

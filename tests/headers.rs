@@ -245,3 +245,54 @@ upstream = "app"
     assert_eq!(allowed.status, 200);
     assert_eq!(header(&allowed, "x-served-by").as_deref(), Some("admin"));
 }
+
+/// The header policy is deterministic, so its changes are remembered with what it read and made
+/// again without a call for requests and responses that read the same. Every request here still
+/// gets the changes its own headers call for, in any order and however often it repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_header_changes_follow_each_requests_own_headers() {
+    let o = origin("app").await;
+    let policy = r#"[server.header_policy]
+security_headers = true
+request = { remove = ["x-debug"], rename = { x-old = "x-new" } }
+response = { rename = { x-backend = "x-upstream-name" } }"#;
+    let generation = must_build(&site_config(o.addr, policy, "", ""));
+    let headers = generation.plugins.iter().find(|p| p.name() == "headers").cloned();
+    let headers = headers.unwrap_or_else(|| panic!("no header policy"));
+    use switchyard::plugin::Role;
+    assert!(headers.remembers(Role::RequestFilter) && headers.remembers(Role::ResponseFilter));
+    let proxy = proxy(generation).await;
+
+    // (Host, request headers, expected X-Forwarded-For, X-Forwarded-Host, x-new, x-debug kept)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str, Option<&'a str>);
+    let cases: [Case; 6] = [
+        ("shop.test", &[], "127.0.0.1", "shop.test", None),
+        ("shop.test", &[("x-forwarded-for", "203.0.113.7")], "203.0.113.7, 127.0.0.1", "shop.test", None),
+        ("shop.test", &[("x-forwarded-for", "198.51.100.1")], "198.51.100.1, 127.0.0.1", "shop.test", None),
+        ("shop.test:8080", &[("x-old", "a"), ("x-debug", "1")], "127.0.0.1", "shop.test:8080", Some("a")),
+        ("shop.test", &[("x-old", "b")], "127.0.0.1", "shop.test", Some("b")),
+        ("SHOP.test", &[("x-debug", "2")], "127.0.0.1", "SHOP.test", None),
+    ];
+    for round in 0..3 {
+        for (host, sent, forwarded_for, forwarded_host, renamed) in cases {
+            let r = send(proxy.local_addr, "GET", host, "/", sent).await;
+            let context = format!("round {round}: {host} {sent:?}");
+            assert_eq!(r.status, 200, "{context}");
+            assert_eq!(r.echoed_header("x-forwarded-for").as_deref(), Some(forwarded_for), "{context}");
+            assert_eq!(r.echoed_header("x-forwarded-host").as_deref(), Some(forwarded_host), "{context}");
+            assert_eq!(r.echoed_header("x-new").as_deref(), renamed, "{context}");
+            assert_eq!(r.echoed_header("x-old"), None, "{context}");
+            assert_eq!(r.echoed_header("x-debug"), None, "{context}");
+            let header = |n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            assert_eq!(header("x-upstream-name").as_deref(), Some("app"), "{context}");
+            assert_eq!(header("x-backend"), None, "{context}");
+            assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{context}");
+        }
+    }
+    let request_side = headers.shared().stats.role_snapshot(Role::RequestFilter);
+    let response_side = headers.shared().stats.role_snapshot(Role::ResponseFilter);
+    // Each distinct request was called for once; every repeat was answered from memory.
+    assert_eq!((request_side.calls, request_side.reused), (6, 12), "{request_side:?}");
+    assert_eq!(response_side.calls + response_side.reused, 18, "{response_side:?}");
+    assert!(response_side.reused >= 12, "{response_side:?}");
+}

@@ -112,7 +112,7 @@ async fn remembered_route_decisions_still_follow_every_matcher() {
     let generation = must_build(&routing_config(&a.addr.to_string(), &b.addr.to_string(), &c.addr.to_string()));
     let router = generation.plugins.iter().find(|p| p.name() == "router").cloned();
     let router = router.unwrap_or_else(|| panic!("no built-in router"));
-    assert!(router.memo().is_some(), "the built-in router declares itself deterministic");
+    assert!(router.remembers(switchyard::plugin::Role::Router), "the built-in router declares itself deterministic");
     let proxy = proxy(generation).await;
     let at = proxy.local_addr;
 

@@ -113,16 +113,19 @@ macro_rules! export_plugin {
 /// [`declare_deterministic!`]).
 pub const DETERMINISTIC_SECTION: &str = "switchyard:deterministic";
 
-/// Declares that this plugin's decisions are deterministic: a call's result depends only on the
-/// plugin's configuration and on what it reads from the request through the host, and the plugin
-/// keeps no state between calls that changes its answers (no counters, no caches that alter
-/// results, no use of `random`, clocks or the key-value store in deciding).
+/// Declares that this plugin is deterministic: a call's outcome (its answer and the changes it
+/// makes to the heads) depends only on the plugin's configuration and on what it reads through
+/// the host, and the plugin keeps no state between calls that changes its answers (no counters,
+/// no caches that alter results, no use of `random`, clocks or the key-value store in deciding).
 ///
-/// The proxy may then remember a router decision and give it again, without calling the plugin,
-/// to a later request that reads the same: same host and path, and the same values for every
-/// method, header, query, client address or context the plugin looked at. A plugin that writes
-/// to the request, logs, counts or uses the host's clock, random numbers or key-value store in a
-/// call is always called (the proxy sees those calls and remembers nothing for them).
+/// The proxy may then answer a router, request-filter or response-filter call from memory,
+/// without calling the plugin, when a later request (or response) gives the same answers to
+/// every question the plugin asked: host, path, method, a header, the query, the client address,
+/// a context value, the response status or a response header. It makes the changes the
+/// remembered call made (headers set, added or removed, a path rewrite, context values) itself.
+/// A call that logs, counts, uses the host's clock, random numbers or key-value store, or reads
+/// something it changed earlier in the same call, is never remembered (the proxy sees those calls
+/// and remembers nothing for them); splits and balancers are always called.
 ///
 /// Declaring a plugin deterministic when it is not (a router that rotates between routes on its
 /// own, say) makes the proxy repeat old answers. Use it once per plugin crate, next to

@@ -157,7 +157,7 @@ const GENERATION_FAMILIES: [(&str, &str, MetricType, &[&str]); 14] = [
     ),
     (
         "switchyard_plugin_decisions_reused_total",
-        "Decisions of a deterministic plugin given again from memory instead of a call",
+        "Calls of a deterministic plugin answered from memory instead of calling it",
         MetricType::COUNTER,
         &["plugin", "role"],
     ),

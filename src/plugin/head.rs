@@ -61,14 +61,6 @@ fn lossy(value: &HeaderValue) -> String {
     }
 }
 
-/// Whether `value`, as plugins are given it (see [`lossy`]), is `expected`.
-fn value_is(value: &HeaderValue, expected: &str) -> bool {
-    match value.to_str() {
-        Ok(text) => text == expected,
-        Err(_) => String::from_utf8_lossy(value.as_bytes()) == expected,
-    }
-}
-
 /// Validates a header change a plugin asked for; `value` is `None` for a removal.
 pub fn checked_header(
     name: &str,
@@ -97,6 +89,11 @@ impl RequestView {
     /// The requested host: the target's authority, else the `Host` header; lowercased, without
     /// port or trailing dot.
     pub fn host(&self) -> String {
+        self.host_unnormalized().to_ascii_lowercase()
+    }
+
+    /// [`RequestView::host`] before lowercasing.
+    pub fn host_unnormalized(&self) -> &str {
         let raw: &str = match self.head.uri.host() {
             Some(h) => h,
             None => match self.head.headers.get(http::header::HOST) {
@@ -113,7 +110,7 @@ impl RequestView {
                 _ => raw,
             }
         };
-        without_port.trim_end_matches('.').to_ascii_lowercase()
+        without_port.trim_end_matches('.')
     }
 
     /// The path of the target, without the query.
@@ -129,28 +126,6 @@ impl RequestView {
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.headers.get(name).map(lossy)
-    }
-
-    /// Whether the first value of header `name` is `expected`, as [`RequestView::header`] would
-    /// give it (`None`: absent), without copying the value.
-    pub fn header_is(&self, name: &str, expected: Option<&str>) -> bool {
-        match (self.head.headers.get(name), expected) {
-            (None, None) => true,
-            (Some(value), Some(expected)) => value_is(value, expected),
-            _ => false,
-        }
-    }
-
-    /// Whether [`RequestView::header_all`] would give `expected`, without copying the values.
-    pub fn header_all_are(&self, name: &str, expected: &[String]) -> bool {
-        let mut expected = expected.iter();
-        self.head.headers.get_all(name).iter().all(|v| expected.next().is_some_and(|e| value_is(v, e)))
-            && expected.next().is_none()
-    }
-
-    /// Whether [`RequestView::header_names`] would give `expected`, without copying the names.
-    pub fn header_names_are(&self, expected: &[String]) -> bool {
-        self.head.headers.keys().map(HeaderName::as_str).eq(expected.iter().map(String::as_str))
     }
 
     /// All values of a header.

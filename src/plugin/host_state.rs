@@ -13,7 +13,7 @@ use super::bindings::{host, types};
 use super::deadline::CallBudget;
 use super::head::{self, RequestView};
 use super::kv::KvStore;
-use super::memo::{CallTrace, Read};
+use super::memo::{CallTrace, Edit, Question};
 use super::stats::PluginStats;
 
 /// The `request` resource. The store holds one current request, so every handle has rep 0.
@@ -103,17 +103,25 @@ impl HostState {
         }
     }
 
-    /// Notes a read of the request, when the call is traced.
-    fn note(&mut self, read: impl FnOnce() -> Read) {
+    /// Notes a question the plugin asked, when the call is traced.
+    fn note(&mut self, question: impl FnOnce() -> Question) {
         if let Some(trace) = &mut self.trace {
-            trace.reads.push(read());
+            trace.read(question(), &self.request, Some(&self.response));
         }
     }
 
-    /// Notes that the call did more than read the request: its result is not remembered.
+    /// Notes a change the plugin made, when the call is traced.
+    fn note_edit(&mut self, edit: impl FnOnce() -> Edit) {
+        if let Some(trace) = &mut self.trace {
+            trace.edit(edit());
+        }
+    }
+
+    /// Notes that the call did more than read and change the heads: its outcome is not
+    /// remembered.
     fn acted(&mut self) {
         if let Some(trace) = &mut self.trace {
-            trace.acted = true;
+            trace.acted();
         }
     }
 }
@@ -122,77 +130,67 @@ impl types::Host for HostState {}
 
 impl types::HostRequest for HostState {
     fn method(&mut self, _: Resource<RequestResource>) -> String {
-        let method = self.request.method().to_string();
-        self.note(|| Read::Method(method.clone()));
-        method
+        self.note(|| Question::Method);
+        self.request.method().to_string()
     }
     fn scheme(&mut self, _: Resource<RequestResource>) -> String {
-        let https = self.request.https;
-        self.note(|| Read::Scheme(https));
-        if https { "https" } else { "http" }.to_string()
+        self.note(|| Question::Scheme);
+        if self.request.https { "https" } else { "http" }.to_string()
     }
-    // The host and the path are what a remembered decision is filed under: reading them needs
-    // no note.
     fn host(&mut self, _: Resource<RequestResource>) -> String {
+        self.note(|| Question::Host);
         self.request.host()
     }
     fn path(&mut self, _: Resource<RequestResource>) -> String {
+        self.note(|| Question::Path);
         self.request.path().to_string()
     }
     fn query(&mut self, _: Resource<RequestResource>) -> Option<String> {
-        let query = self.request.query().map(str::to_string);
-        self.note(|| Read::Query(query.clone()));
-        query
+        self.note(|| Question::Query);
+        self.request.query().map(str::to_string)
     }
     fn header(&mut self, _: Resource<RequestResource>, name: String) -> Option<String> {
-        let value = self.request.header(&name);
-        self.note(|| Read::Header(name, value.clone()));
-        value
+        self.note(|| Question::Header(name.as_str().into()));
+        self.request.header(&name)
     }
     fn header_all(&mut self, _: Resource<RequestResource>, name: String) -> Vec<String> {
-        let values = self.request.header_all(&name);
-        self.note(|| Read::HeaderAll(name, values.clone()));
-        values
+        self.note(|| Question::HeaderAll(name.as_str().into()));
+        self.request.header_all(&name)
     }
     fn header_names(&mut self, _: Resource<RequestResource>) -> Vec<String> {
-        let names = self.request.header_names();
-        self.note(|| Read::HeaderNames(names.clone()));
-        names
+        self.note(|| Question::HeaderNames);
+        self.request.header_names()
     }
     fn client_ip(&mut self, _: Resource<RequestResource>) -> String {
-        let ip = self.request.client_ip;
-        self.note(|| Read::ClientIp(ip));
-        ip.map(|ip| ip.to_string()).unwrap_or_default()
+        self.note(|| Question::ClientIp);
+        self.request.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
     }
-
     fn server_port(&mut self, _: Resource<RequestResource>) -> u16 {
-        let port = self.request.server_port;
-        self.note(|| Read::ServerPort(port));
-        port
+        self.note(|| Question::ServerPort);
+        self.request.server_port
     }
     fn set_header(&mut self, _: Resource<RequestResource>, name: String, value: String) -> Result<(), String> {
-        self.acted();
+        self.note_edit(|| Edit::SetHeader(name.as_str().into(), value.as_str().into()));
         self.request.set_header(&name, &value)
     }
     fn append_header(&mut self, _: Resource<RequestResource>, name: String, value: String) -> Result<(), String> {
-        self.acted();
+        self.note_edit(|| Edit::AppendHeader(name.as_str().into(), value.as_str().into()));
         self.request.append_header(&name, &value)
     }
     fn remove_header(&mut self, _: Resource<RequestResource>, name: String) -> Result<(), String> {
-        self.acted();
+        self.note_edit(|| Edit::RemoveHeader(name.as_str().into()));
         self.request.remove_header(&name)
     }
     fn set_path_and_query(&mut self, _: Resource<RequestResource>, path_and_query: String) -> Result<(), String> {
-        self.acted();
+        self.note_edit(|| Edit::SetPathAndQuery(path_and_query.as_str().into()));
         self.request.set_path_and_query(&path_and_query)
     }
     fn context(&mut self, _: Resource<RequestResource>, key: String) -> Option<String> {
-        let value = self.request.context(&key).map(str::to_string);
-        self.note(|| Read::Context(key, value.clone()));
-        value
+        self.note(|| Question::Context(key.as_str().into()));
+        self.request.context(&key).map(str::to_string)
     }
     fn set_context(&mut self, _: Resource<RequestResource>, key: String, value: String) {
-        self.acted();
+        self.note_edit(|| Edit::SetContext(key.as_str().into(), value.as_str().into()));
         self.request.set_context(&key, &value)
     }
     fn drop(&mut self, _: Resource<RequestResource>) -> wasmtime::Result<()> {
@@ -203,24 +201,31 @@ impl types::HostRequest for HostState {
 
 impl types::HostResponse for HostState {
     fn status(&mut self, _: Resource<ResponseResource>) -> u16 {
+        self.note(|| Question::Status);
         self.response.status.as_u16()
     }
     fn set_status(&mut self, _: Resource<ResponseResource>, status: u16) -> Result<(), String> {
+        self.note_edit(|| Edit::SetStatus(status));
         head::response::set_status(&mut self.response, status)
     }
     fn header(&mut self, _: Resource<ResponseResource>, name: String) -> Option<String> {
+        self.note(|| Question::ResponseHeader(name.as_str().into()));
         head::response::header(&self.response, &name)
     }
     fn header_all(&mut self, _: Resource<ResponseResource>, name: String) -> Vec<String> {
+        self.note(|| Question::ResponseHeaderAll(name.as_str().into()));
         head::response::header_all(&self.response, &name)
     }
     fn set_header(&mut self, _: Resource<ResponseResource>, name: String, value: String) -> Result<(), String> {
+        self.note_edit(|| Edit::SetResponseHeader(name.as_str().into(), value.as_str().into()));
         head::response::set_header(&mut self.response, &name, &value)
     }
     fn append_header(&mut self, _: Resource<ResponseResource>, name: String, value: String) -> Result<(), String> {
+        self.note_edit(|| Edit::AppendResponseHeader(name.as_str().into(), value.as_str().into()));
         head::response::append_header(&mut self.response, &name, &value)
     }
     fn remove_header(&mut self, _: Resource<ResponseResource>, name: String) -> Result<(), String> {
+        self.note_edit(|| Edit::RemoveResponseHeader(name.as_str().into()));
         head::response::remove_header(&mut self.response, &name)
     }
     fn drop(&mut self, _: Resource<ResponseResource>) -> wasmtime::Result<()> {
@@ -318,28 +323,30 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_noted_with_their_values() {
+    fn questions_and_changes_are_noted_in_order_and_each_question_once() {
         let mut state = traced_state();
         assert_eq!(state.method(handle()), "GET");
         assert_eq!(state.header(handle(), "X-Tenant".into()).as_deref(), Some("acme"));
         assert_eq!(state.query(handle()).as_deref(), Some("b=1"));
+        assert_eq!(state.method(handle()), "GET");
+        assert_eq!(state.set_header(handle(), "x-b".into(), "2".into()), Ok(()));
+        state.set_context(handle(), "k".into(), "v".into());
         let trace = state.trace.take().unwrap_or_default();
-        assert!(!trace.acted);
+        assert!(!trace.has_acted());
+        assert_eq!(trace.questions(), [&Question::Method, &Question::Header("X-Tenant".into()), &Question::Query]);
         assert_eq!(
-            trace.reads,
-            vec![
-                Read::Method("GET".into()),
-                Read::Header("X-Tenant".into(), Some("acme".into())),
-                Read::Query(Some("b=1".into()))
-            ]
+            trace.edits(),
+            [Edit::SetHeader("x-b".into(), "2".into()), Edit::SetContext("k".into(), "v".into())]
         );
     }
 
     #[test]
-    fn writes_and_host_services_mark_the_call_as_acting() {
+    fn host_services_mark_the_call_as_acting() {
         let acts: [fn(&mut HostState); 5] = [
-            |s| drop(s.set_header(handle(), "x-a".into(), "1".into())),
-            |s| s.set_context(handle(), "k".into(), "v".into()),
+            |s| {
+                host::Host::now_unix_ms(s);
+            },
+            |s| host::Host::counter_add(s, "c".into(), 1),
             |s| {
                 host::Host::random_u64(s);
             },
@@ -349,7 +356,7 @@ mod tests {
         for (i, act) in acts.iter().enumerate() {
             let mut state = traced_state();
             act(&mut state);
-            assert!(state.trace.as_ref().is_some_and(|t| t.acted), "act {i}");
+            assert!(state.trace.as_ref().is_some_and(|t| t.has_acted()), "act {i}");
         }
     }
 }

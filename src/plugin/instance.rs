@@ -22,7 +22,8 @@ use super::engine::{MAX_PLUGIN_MEMORY_BYTES, PluginEngine};
 use super::error::{FailurePolicy, PluginError, PluginFailure};
 use super::head::RequestView;
 use super::host_state::{HostState, PluginShared};
-use super::memo::DecisionMemo;
+use super::memo::{CallTrace, Memo};
+use super::roles::{FilterAction, RouteDecision};
 
 /// The roles a component can export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,8 +117,28 @@ pub struct LoadedPlugin {
     compiled: CompileSource,
     idle: ArrayQueue<PluginInstance>,
     seeds: AtomicU64,
-    /// Remembered router decisions, for a deterministic plugin that routes.
-    memo: Option<DecisionMemo>,
+    /// Remembered outcomes, for a deterministic plugin.
+    memos: Memos,
+}
+
+/// The remembered outcomes of a deterministic plugin, for each role it exports whose calls may
+/// be remembered (see [`super::memo`]). Splits and balancers are always called: they exist to
+/// spread requests, which takes random numbers, counters or live figures.
+#[derive(Debug, Default)]
+pub(crate) struct Memos {
+    pub(crate) router: Option<Memo<Option<RouteDecision>>>,
+    pub(crate) request_filter: Option<Memo<FilterAction>>,
+    pub(crate) response_filter: Option<Memo<()>>,
+}
+
+impl Memos {
+    fn for_roles(roles: &[Role]) -> Self {
+        Memos {
+            router: roles.contains(&Role::Router).then(Memo::default),
+            request_filter: roles.contains(&Role::RequestFilter).then(Memo::default),
+            response_filter: roles.contains(&Role::ResponseFilter).then(Memo::default),
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -186,7 +207,7 @@ impl LoadedPlugin {
                 "the component exports no switchyard:plugin role (router, request-filter, response-filter, split, balancer)"
             );
         }
-        let memo = (roles.contains(&Role::Router) && declares_deterministic(bytes)).then(DecisionMemo::default);
+        let memos = if declares_deterministic(bytes) { Memos::for_roles(&roles) } else { Memos::default() };
         let plugin = Arc::new(LoadedPlugin {
             engine: engine.clone(),
             shared: Arc::new(PluginShared::new(&settings.name)),
@@ -198,7 +219,7 @@ impl LoadedPlugin {
             sha256,
             compiled: source,
             seeds: AtomicU64::new(0x5EED),
-            memo,
+            memos,
         });
         let first = plugin.instantiate()?;
         let _ = plugin.idle.push(first);
@@ -231,12 +252,23 @@ impl LoadedPlugin {
         self.sha256 == sha256 && self.settings == *settings
     }
 
-    /// The memo of router decisions, when the plugin is deterministic and routes.
-    pub fn memo(&self) -> Option<&DecisionMemo> {
-        self.memo.as_ref()
+    /// Whether the plugin's calls in `role` may be answered from memory: it declares itself
+    /// deterministic and the role is a router or a filter.
+    pub fn remembers(&self, role: Role) -> bool {
+        match role {
+            Role::Router => self.memos.router.is_some(),
+            Role::RequestFilter => self.memos.request_filter.is_some(),
+            Role::ResponseFilter => self.memos.response_filter.is_some(),
+            Role::Split | Role::Balancer => false,
+        }
     }
 
-    /// Counts a decision given from the memo instead of a call.
+    /// The remembered outcomes, per role.
+    pub(crate) fn memos(&self) -> &Memos {
+        &self.memos
+    }
+
+    /// Counts an outcome given from the memo instead of a call.
     pub(crate) fn count_reused(&self, role: Role) {
         self.shared.stats.role(role).reused.fetch_add(1, Relaxed);
     }
@@ -323,6 +355,19 @@ impl LoadedPlugin {
         response: Option<&mut ResponseHeader>,
         call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        self.call_traced(role, request, response, None, call).map(|(value, _)| value)
+    }
+
+    /// [`LoadedPlugin::call`], noting what the call asks and changes in `trace` (when given),
+    /// which is handed back with the answer.
+    pub(crate) fn call_traced<R>(
+        &self,
+        role: Role,
+        request: &mut RequestView,
+        response: Option<&mut ResponseHeader>,
+        trace: Option<CallTrace>,
+        call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<R>,
+    ) -> Result<(R, Option<CallTrace>), PluginError> {
         let mut instance = match self.idle.pop() {
             Some(instance) => instance,
             None => self.instantiate().map_err(|e| {
@@ -344,7 +389,9 @@ impl LoadedPlugin {
         if let Some(r) = response.as_deref_mut() {
             std::mem::swap(&mut instance.store.data_mut().response, r);
         }
+        instance.store.data_mut().trace = trace;
         let result = call(&mut instance);
+        let trace = instance.store.data_mut().trace.take();
         std::mem::swap(&mut instance.store.data_mut().request, request);
         if let Some(r) = response {
             std::mem::swap(&mut instance.store.data_mut().response, r);
@@ -357,7 +404,7 @@ impl LoadedPlugin {
             Ok(value) => {
                 // A full pool means enough idle instances already; this one is dropped.
                 let _ = self.idle.push(instance);
-                Ok(value)
+                Ok((value, trace))
             }
             Err(error) => {
                 let kind = if instance.store.data().memory.breached {

@@ -22,7 +22,7 @@ pub use error::{FailurePolicy, PluginError, PluginFailure};
 pub use head::{RequestView, checked_response_header};
 pub use host_state::PluginShared;
 pub use instance::{LoadedPlugin, PluginSettings, Role, sha256_hex};
-pub use memo::DecisionMemo;
+pub use memo::Memo;
 pub use roles::{
     BalancerRole, Candidate, FilterAction, LocalResponse, RequestFilterRole, ResponseFilterRole, RouteDecision,
     RouterRole, SplitChoice, SplitRole, WasmPlugin,

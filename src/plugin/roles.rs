@@ -10,8 +10,9 @@ use wasmtime::component::Resource;
 use super::bindings::types;
 use super::error::PluginError;
 use super::head::RequestView;
+use super::instance::PluginInstance;
 use super::instance::{LoadedPlugin, Role};
-use super::memo::CallTrace;
+use super::memo::{CallTrace, Memo, Question};
 
 /// Where a router sends a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,52 +105,78 @@ fn request_handle() -> Resource<types::Request> {
     Resource::new_borrow(0)
 }
 
+impl WasmPlugin {
+    /// Answers a call from `memo` when the plugin's questions lead to a remembered outcome
+    /// (making its changes to the heads again); otherwise calls the plugin, noting what it asks
+    /// and changes, and remembers the outcome (see [`super::memo`]). `given` are the questions
+    /// the call's arguments answer. Without a memo (or while it rests), just calls.
+    fn remembered<O: Clone>(
+        &self,
+        role: Role,
+        memo: Option<&Memo<O>>,
+        req: &mut RequestView,
+        resp: Option<&mut ResponseHeader>,
+        given: &[Question],
+        call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<O>,
+    ) -> Result<O, PluginError> {
+        let memo = memo.filter(|m| m.active());
+        let Some(memo) = memo else {
+            return self.0.call(role, req, resp, call);
+        };
+        if let Some(found) = memo.recall(req, resp.as_deref()) {
+            found.replay(req, resp);
+            self.0.count_reused(role);
+            return Ok(found.value.clone());
+        }
+        let mut trace = CallTrace::default();
+        for question in given {
+            trace.read(question.clone(), req, resp.as_deref());
+        }
+        let (value, trace) = self.0.call_traced(role, req, resp, Some(trace), call)?;
+        if let Some(trace) = trace {
+            memo.remember(trace, &value);
+        }
+        Ok(value)
+    }
+}
+
 impl RouterRole for WasmPlugin {
     /// A deterministic plugin's decision is first looked for in its memo; a call's decision is
     /// remembered with what the call read (see [`super::memo`]).
     fn route(&self, req: &mut RequestView) -> Result<Option<RouteDecision>, PluginError> {
-        let host = req.host();
-        let memo = self.0.memo().filter(|m| m.active());
-        if let Some(decision) = memo.and_then(|m| m.recall(&host, req)) {
-            self.0.count_reused(Role::Router);
-            return Ok(decision);
-        }
-        let (decision, trace) = self.0.call(Role::Router, req, None, |i| {
+        let memo = self.0.memos().router.as_ref();
+        // The call is given the host and the path: both are answers it depends on.
+        self.remembered(Role::Router, memo, req, None, &[Question::Host, Question::Path], |i| {
             let guest = i.router.as_ref().ok_or_else(|| missing_role("router"))?;
             let state = i.store.data_mut();
-            state.trace = memo.map(|_| CallTrace::default());
-            let path = state.request.path().to_string();
+            let (host, path) = (state.request.host(), state.request.path().to_string());
             let decision = guest.call_route(&mut i.store, request_handle(), &host, &path)?;
-            Ok((decision, i.store.data_mut().trace.take()))
-        })?;
-        let decision = decision.map(|d| RouteDecision { name: d.name, upstream: d.upstream, rewrite: d.rewrite });
-        if let (Some(memo), Some(trace)) = (memo, trace) {
-            memo.remember(&host, req.path(), trace, &decision);
-        }
-        Ok(decision)
+            Ok(decision.map(|d| RouteDecision { name: d.name, upstream: d.upstream, rewrite: d.rewrite }))
+        })
     }
 }
 
 impl RequestFilterRole for WasmPlugin {
     fn on_request(&self, req: &mut RequestView) -> Result<FilterAction, PluginError> {
-        let action = self.0.call(Role::RequestFilter, req, None, |i| {
+        let memo = self.0.memos().request_filter.as_ref();
+        self.remembered(Role::RequestFilter, memo, req, None, &[], |i| {
             let guest = i.request_filter.as_ref().ok_or_else(|| missing_role("request-filter"))?;
-            guest.call_on_request(&mut i.store, request_handle())
-        })?;
-        Ok(match action {
-            types::FilterAction::Continue => FilterAction::Continue,
-            types::FilterAction::Respond(r) => FilterAction::Respond(LocalResponse {
-                status: r.status,
-                headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-                body: r.body,
-            }),
+            Ok(match guest.call_on_request(&mut i.store, request_handle())? {
+                types::FilterAction::Continue => FilterAction::Continue,
+                types::FilterAction::Respond(r) => FilterAction::Respond(LocalResponse {
+                    status: r.status,
+                    headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                    body: r.body,
+                }),
+            })
         })
     }
 }
 
 impl ResponseFilterRole for WasmPlugin {
     fn on_response(&self, req: &mut RequestView, resp: &mut ResponseHeader) -> Result<(), PluginError> {
-        self.0.call(Role::ResponseFilter, req, Some(resp), |i| {
+        let memo = self.0.memos().response_filter.as_ref();
+        self.remembered(Role::ResponseFilter, memo, req, Some(resp), &[], |i| {
             let guest = i.response_filter.as_ref().ok_or_else(|| missing_role("response-filter"))?;
             guest.call_on_response(&mut i.store, request_handle(), Resource::new_borrow(0))
         })

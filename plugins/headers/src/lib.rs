@@ -62,6 +62,9 @@ impl ResponseFilter for HeaderPolicy {
 }
 
 export_plugin!(HeaderPolicy: request_filter, response_filter);
+// A header policy's changes depend only on its configuration and on what it reads, so the proxy may
+// make them again from memory for requests and responses that read the same.
+switchyard_sdk::declare_deterministic!();
 
 #[cfg(test)]
 mod tests {
