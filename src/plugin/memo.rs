@@ -217,9 +217,12 @@ impl CallTrace {
         if self.reads.iter().any(|(asked, _)| *asked == question) {
             return;
         }
-        let mut answer = Vec::new();
-        question.answer(request, response, &mut answer);
-        self.reads.push((question, answer.into_boxed_slice()));
+        let answer = ANSWER.with_borrow_mut(|answer| {
+            answer.clear();
+            question.answer(request, response, answer);
+            Box::<[u8]>::from(answer.as_slice())
+        });
+        self.reads.push((question, answer));
     }
 
     /// Notes a change to a head.
@@ -324,21 +327,17 @@ enum Node<O> {
     Done(Arc<Remembered<O>>),
 }
 
-#[derive(Debug)]
-struct Tree<O> {
-    root: Node<O>,
-    outcomes: usize,
-}
-
 thread_local! {
-    /// The answer being looked up, reused across lookups on a thread.
+    /// The answer being looked up or noted, reused across calls on a thread.
     static ANSWER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The remembered outcomes of one role of one plugin.
 #[derive(Debug)]
 pub struct Memo<O> {
-    tree: RwLock<Tree<O>>,
+    /// The first question, or the outcome when the plugin asks none.
+    root: RwLock<Node<O>>,
+    /// Outcomes remembered (changed only under the write lock).
     len: AtomicUsize,
     /// Lookups that found an outcome, and outcomes remembered, since the memo last started over.
     hits: AtomicU64,
@@ -350,7 +349,7 @@ pub struct Memo<O> {
 impl<O> Default for Memo<O> {
     fn default() -> Self {
         Memo {
-            tree: RwLock::new(Tree { root: Node::Unknown, outcomes: 0 }),
+            root: RwLock::new(Node::Unknown),
             len: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -375,9 +374,9 @@ impl<O: Clone> Memo<O> {
     /// The remembered outcome for `request` (and `response`), if the plugin's questions lead to
     /// one.
     pub fn recall(&self, request: &RequestView, response: Option<&ResponseHeader>) -> Option<Arc<Remembered<O>>> {
-        let tree = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let root = self.root.read().unwrap_or_else(|p| p.into_inner());
         let found = ANSWER.with_borrow_mut(|answer| {
-            let mut node = &tree.root;
+            let mut node = &*root;
             loop {
                 match node {
                     Node::Unknown => return None,
@@ -403,9 +402,9 @@ impl<O: Clone> Memo<O> {
             return;
         }
         self.misses.fetch_add(1, Relaxed);
-        let mut tree = self.tree.write().unwrap_or_else(|p| p.into_inner());
-        if tree.outcomes >= MAX_ENTRIES {
-            *tree = Tree { root: Node::Unknown, outcomes: 0 };
+        let mut root = self.root.write().unwrap_or_else(|p| p.into_inner());
+        if self.len.load(Relaxed) >= MAX_ENTRIES {
+            *root = Node::Unknown;
             self.len.store(0, Relaxed);
             let mostly_missed = self.hits.swap(0, Relaxed) < self.misses.swap(0, Relaxed);
             if mostly_missed {
@@ -413,8 +412,7 @@ impl<O: Clone> Memo<O> {
                 return;
             }
         }
-        let Tree { root, outcomes } = &mut *tree;
-        let mut slot = root;
+        let mut slot = &mut *root;
         for (question, answer) in trace.reads {
             if matches!(slot, Node::Unknown) {
                 *slot = Node::Ask { question: question.clone(), answers: Answers::Few(Vec::with_capacity(1)) };
@@ -428,8 +426,7 @@ impl<O: Clone> Memo<O> {
         }
         if matches!(slot, Node::Unknown) {
             *slot = Node::Done(Arc::new(Remembered { value: value.clone(), edits: trace.edits.into_boxed_slice() }));
-            *outcomes += 1;
-            self.len.store(*outcomes, Relaxed);
+            self.len.fetch_add(1, Relaxed);
         }
     }
 

@@ -119,8 +119,7 @@ impl WasmPlugin {
         given: &[Question],
         call: impl FnOnce(&mut PluginInstance) -> wasmtime::Result<O>,
     ) -> Result<O, PluginError> {
-        let memo = memo.filter(|m| m.active());
-        let Some(memo) = memo else {
+        let Some(memo) = memo.filter(|m| m.active()) else {
             return self.0.call(role, req, resp, call);
         };
         if let Some(found) = memo.recall(req, resp.as_deref()) {
