@@ -195,7 +195,13 @@ impl RawConfig {
                     Some(secret) => secret.as_bytes().to_vec(),
                     None => default_cookie_key(&salt, &identity),
                 };
-                match StickyCookie::new(cookie.clone(), self.cookie_max_age, &secret, &salt) {
+                match StickyCookie::new(
+                    cookie.clone(),
+                    self.cookie_max_age,
+                    &secret,
+                    &salt,
+                    variants.iter().map(|v| v.name.as_str()),
+                ) {
                     Ok(cookie) => Some(Stickiness::Cookie(cookie)),
                     Err(problem) => {
                         problems.push(problem);

@@ -4,16 +4,33 @@
 //! The sticky cookie's value is `<variant>.<mac>`, where `<mac>` is the lowercase hex of the
 //! first 16 bytes of HMAC-SHA256(secret, salt + "|" + variant). The MAC binds the salt too, so a
 //! cookie of one split is not accepted by another split that shares the secret.
+//!
+//! The value depends on nothing but the variant, so the value and the `Set-Cookie` lines of each
+//! configured variant are signed once, when the split is configured. Issuing a cookie is then a
+//! copy, and checking one a constant-time comparison with the known value: no HMAC per request.
 
 use std::fmt;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// The length of the truncated MAC: 128 bits are far beyond guessing, and keep the cookie short.
 const MAC_BYTES: usize = 16;
+
+/// A configured variant's cookie, signed at configuration time.
+#[derive(Clone)]
+struct SignedVariant {
+    variant: String,
+    /// The lowercase hex MAC, `2 * MAC_BYTES` digits.
+    mac_hex: String,
+    /// The `Set-Cookie` line for plain-http requests.
+    set_cookie: String,
+    /// The `Set-Cookie` line for https requests (with `Secure`).
+    set_cookie_secure: String,
+}
 
 /// The sticky cookie of a split: its name and lifetime, and the key that signs it.
 #[derive(Clone)]
@@ -21,12 +38,14 @@ pub struct StickyCookie {
     name: String,
     max_age: u64,
     /// HMAC keyed with the secret and already fed `salt|`; cloned per use, so neither the key
-    /// schedule nor the salt is processed again per request.
+    /// schedule nor the salt is processed again for a variant outside the configuration.
     salted_mac: HmacSha256,
+    /// The configured variants' cookies, signed once.
+    signed: Vec<SignedVariant>,
 }
 
 impl fmt::Debug for StickyCookie {
-    /// Leaves the key out: a Debug print must not leak what signs the cookies.
+    /// Leaves the key and the MACs out: a Debug print must not leak what signs the cookies.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StickyCookie").field("name", &self.name).field("max_age", &self.max_age).finish_non_exhaustive()
     }
@@ -34,13 +53,33 @@ impl fmt::Debug for StickyCookie {
 
 impl StickyCookie {
     /// A cookie called `name`, kept by browsers for `max_age` seconds, signed with `secret`
-    /// under `salt`.
-    pub fn new(name: String, max_age: u64, secret: &[u8], salt: &str) -> Result<Self, String> {
+    /// under `salt`, with the values of `variants` signed ahead.
+    pub fn new<'v>(
+        name: String,
+        max_age: u64,
+        secret: &[u8],
+        salt: &str,
+        variants: impl IntoIterator<Item = &'v str>,
+    ) -> Result<Self, String> {
         let mut salted_mac =
             HmacSha256::new_from_slice(secret).map_err(|e| format!("cookie_secret cannot key HMAC-SHA256: {e}"))?;
         salted_mac.update(salt.as_bytes());
         salted_mac.update(b"|");
-        Ok(StickyCookie { name, max_age, salted_mac })
+        let mut cookie = StickyCookie { name, max_age, salted_mac, signed: Vec::new() };
+        cookie.signed = variants
+            .into_iter()
+            .map(|variant| {
+                let mac_hex = cookie.mac_hex(variant);
+                let value = format!("{variant}.{mac_hex}");
+                SignedVariant {
+                    variant: variant.to_string(),
+                    mac_hex,
+                    set_cookie: cookie.set_cookie_line(&value, false),
+                    set_cookie_secure: cookie.set_cookie_line(&value, true),
+                }
+            })
+            .collect();
+        Ok(cookie)
     }
 
     /// The cookie's name.
@@ -48,43 +87,61 @@ impl StickyCookie {
         &self.name
     }
 
-    fn mac_of(&self, variant: &str) -> HmacSha256 {
+    fn known(&self, variant: &str) -> Option<&SignedVariant> {
+        self.signed.iter().find(|signed| signed.variant == variant)
+    }
+
+    /// The lowercase hex of the truncated MAC of `variant`, computed.
+    fn mac_hex(&self, variant: &str) -> String {
         let mut mac = self.salted_mac.clone();
         mac.update(variant.as_bytes());
-        mac
+        let tag = mac.finalize().into_bytes();
+        let mut hex = String::with_capacity(2 * MAC_BYTES);
+        for byte in &tag[..MAC_BYTES] {
+            hex.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+        }
+        hex
     }
 
     /// The signed value that puts a client in `variant`: `<variant>.<mac>`.
     pub fn value_for(&self, variant: &str) -> String {
-        let tag = self.mac_of(variant).finalize().into_bytes();
-        let mut value = String::with_capacity(variant.len() + 1 + 2 * MAC_BYTES);
-        value.push_str(variant);
-        value.push('.');
-        for byte in &tag[..MAC_BYTES] {
-            value.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
-            value.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+        match self.known(variant) {
+            Some(signed) => format!("{variant}.{}", signed.mac_hex),
+            None => format!("{variant}.{}", self.mac_hex(variant)),
         }
-        value
     }
 
     /// The variant named by a cookie `value` whose MAC is right, or `None` for anything else
     /// (malformed, tampered, signed with another secret or salt). The MAC comparison takes the
-    /// same time wherever the first wrong byte is.
+    /// same time wherever the first wrong digit is.
     pub fn verified_variant<'v>(&self, value: &'v str) -> Option<&'v str> {
         // Split at the last dot: the MAC has none, a variant name may.
         let (variant, mac_hex) = value.rsplit_once('.')?;
-        let tag = decode_mac(mac_hex)?;
-        self.mac_of(variant).verify_truncated_left(&tag).ok()?;
-        Some(variant)
+        if mac_hex.len() != 2 * MAC_BYTES {
+            return None;
+        }
+        let matches = match self.known(variant) {
+            Some(signed) => signed.mac_hex.as_bytes().ct_eq(mac_hex.as_bytes()),
+            None => self.mac_hex(variant).as_bytes().ct_eq(mac_hex.as_bytes()),
+        };
+        bool::from(matches).then_some(variant)
     }
 
     /// The `Set-Cookie` value that stores `variant` in the browser; `secure` (for requests that
     /// came over https) keeps the cookie off plain-http requests.
     pub fn set_cookie(&self, variant: &str, secure: bool) -> String {
+        match self.known(variant) {
+            Some(signed) if secure => signed.set_cookie_secure.clone(),
+            Some(signed) => signed.set_cookie.clone(),
+            None => self.set_cookie_line(&self.value_for(variant), secure),
+        }
+    }
+
+    fn set_cookie_line(&self, value: &str, secure: bool) -> String {
         format!(
-            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
             self.name,
-            self.value_for(variant),
             self.max_age,
             if secure { "; Secure" } else { "" }
         )
@@ -93,31 +150,18 @@ impl StickyCookie {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-/// Decodes exactly `2 * MAC_BYTES` lowercase hex digits. An early return here only tells a
-/// client that its own text is not hex; it reveals nothing about the right MAC.
-fn decode_mac(hex: &str) -> Option<[u8; MAC_BYTES]> {
-    let digits = hex.as_bytes();
-    if digits.len() != 2 * MAC_BYTES {
-        return None;
-    }
-    let nibble = |d: u8| match d {
-        b'0'..=b'9' => Some(d - b'0'),
-        b'a'..=b'f' => Some(d - b'a' + 10),
-        _ => None,
-    };
-    let mut tag = [0u8; MAC_BYTES];
-    for (byte, pair) in tag.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(tag)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A cookie with the variants `a` and `a.b` signed ahead.
     fn cookie(secret: &str, salt: &str) -> StickyCookie {
-        StickyCookie::new("switchyard_split".into(), 60, secret.as_bytes(), salt).unwrap_or_else(|e| panic!("{e}"))
+        signed_ahead(secret, salt, &["a", "a.b"])
+    }
+
+    fn signed_ahead(secret: &str, salt: &str, variants: &[&str]) -> StickyCookie {
+        StickyCookie::new("switchyard_split".into(), 60, secret.as_bytes(), salt, variants.iter().copied())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -148,6 +192,25 @@ mod tests {
         }
         assert_eq!(cookie("other", "salt").verified_variant(&good), None, "other secret");
         assert_eq!(cookie("secret", "other").verified_variant(&good), None, "other salt");
+    }
+
+    #[test]
+    fn values_signed_ahead_are_the_values_computed_per_call() {
+        let ahead = cookie("secret", "salt");
+        let computed = signed_ahead("secret", "salt", &[]);
+        for variant in ["a", "a.b", "c"] {
+            assert_eq!(ahead.value_for(variant), computed.value_for(variant), "{variant}");
+            for secure in [false, true] {
+                assert_eq!(ahead.set_cookie(variant, secure), computed.set_cookie(variant, secure), "{variant}");
+            }
+            // Each accepts the other's values: same key, same salt.
+            assert_eq!(ahead.verified_variant(&computed.value_for(variant)), Some(variant));
+            assert_eq!(computed.verified_variant(&ahead.value_for(variant)), Some(variant));
+        }
+        // A value signed under another key is refused by the ahead-signed path too.
+        let other = signed_ahead("other", "salt", &[]);
+        assert_eq!(ahead.verified_variant(&other.value_for("a")), None);
+        assert_eq!(ahead.verified_variant(&other.value_for("c")), None);
     }
 
     #[test]
