@@ -1,5 +1,6 @@
 //! The `switchyard` command as a user runs it: `check` lists every problem with file:line:col,
-//! `run` refuses a plugin that rejects its configuration and serves a valid one.
+//! `run` refuses a plugin that rejects its configuration and serves a valid one, also in a
+//! process whose address space is limited.
 
 mod common;
 
@@ -131,4 +132,72 @@ async fn run_serves_a_configuration() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answer.as_deref(), Some("a"));
+}
+
+/// Under `ulimit -v` the plugin instance pool cannot reserve its address space: the proxy says so,
+/// allocates instances one by one, and still serves through its plugins with the same limits (a
+/// plugin eating memory is cut off at its cap and the next request is served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_limited_address_space_allocates_instances_one_by_one() {
+    let a = origin("a").await;
+    let listen = closed_port();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let chaos = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dist/chaos.wasm");
+    let path = write_config(
+        &dir,
+        &format!(
+            r#"
+[server]
+listen = ["{listen}"]
+threads = 1
+request_filters = ["chaos"]
+
+[[plugin]]
+name = "chaos"
+path = "{chaos}"
+memory_limit_mb = 8
+
+[[upstream]]
+name = "u"
+backends = [{{ address = "{backend}" }}]
+
+[[site]]
+hosts = ["*"]
+[[site.route]]
+upstream = "u"
+"#,
+            chaos = chaos.display(),
+            backend = a.addr
+        ),
+    );
+    let log = dir.path().join("stderr.log");
+    let stderr = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    // 16 GiB: far more than the proxy uses, far less than the pool reserves.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 16777216 && exec "$0" run --config "$1""#)
+        .arg(env!("CARGO_BIN_EXE_switchyard"))
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut first = None;
+    while Instant::now() < deadline && first.is_none() {
+        if let Ok(resp) = client().get(format!("http://{listen}/")).send().await {
+            first = Some(resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).map(str::to_string));
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let hog = send(listen, "GET", "x.test", "/", &[("x-misbehave", "grow")]).await;
+    let after = send(listen, "GET", "x.test", "/", &[]).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(first, Some(Some("a".to_string())), "served through the plugin chain; stderr:\n{log}");
+    assert!(log.contains("instances are allocated one by one"), "{log}");
+    assert_eq!(hog.status, 500, "the memory hog gets its policy's answer: {}", hog.body);
+    assert_eq!(after.status, 200, "served after the memory breach: {}", after.body);
 }

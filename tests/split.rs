@@ -261,3 +261,46 @@ async fn splits_with_other_variants_on_two_routes_keep_separate_cookies() {
         assert_eq!((kept, set_cookie(&search)), (search_variant.clone(), None));
     }
 }
+
+/// The split's response side is declared deterministic, so the proxy adds a new client's cookie
+/// and the variant header from memory once it has seen the same context values. Every new client
+/// must still be handed the cookie of the variant it was put in, and returning clients none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_cookies_name_each_clients_own_variant() {
+    let (config, _origins) = tagged(
+        r#"{ variants = [{ tag = "a", weight = 50 }, { tag = "b", weight = 50 }], response_header = "x-variant" }"#,
+    )
+    .await;
+    let generation = must_build(&config);
+    use switchyard::plugin::Role;
+    let split = generation.plugins.iter().find(|p| p.roles().contains(&Role::Split)).cloned();
+    let split = split.unwrap_or_else(|| panic!("no split among {:?}", generation.plugins));
+    assert!(split.remembers(Role::ResponseFilter) && !split.remembers(Role::Split));
+    let proxy = proxy(generation).await;
+
+    let mut cookies = std::collections::HashMap::new();
+    for i in 0..200 {
+        let r = get(proxy.local_addr, "x", "/").await;
+        let variant = variant_of(&r.backend.clone().unwrap_or_default()).to_string();
+        let cookie = set_cookie(&r).unwrap_or_else(|| panic!("request {i}: no Set-Cookie: {:?}", r.headers));
+        let value = cookie.split_once('=').map(|(_, v)| v).unwrap_or_default();
+        assert!(value.starts_with(&format!("{variant}.")), "request {i} went to {variant} but got {cookie}");
+        assert_eq!(r.headers.get("x-variant").and_then(|v| v.to_str().ok()), Some(variant.as_str()), "request {i}");
+        cookies.insert(variant, cookie);
+    }
+    assert_eq!(cookies.len(), 2, "both variants got clients: {cookies:?}");
+    for (variant, cookie) in &cookies {
+        for _ in 0..20 {
+            let r = send(proxy.local_addr, "GET", "x", "/", &[("cookie", cookie)]).await;
+            assert_eq!(variant_of(&r.backend.clone().unwrap_or_default()), variant);
+            assert_eq!(set_cookie(&r), None, "a returning client of {variant} is not sent the cookie again");
+            assert_eq!(r.headers.get("x-variant").and_then(|v| v.to_str().ok()), Some(variant.as_str()));
+        }
+    }
+    let choose = split.shared().stats.role_snapshot(Role::Split);
+    let response = split.shared().stats.role_snapshot(Role::ResponseFilter);
+    assert_eq!((choose.calls, choose.reused), (240, 0), "every choice is a call: {choose:?}");
+    assert_eq!(response.calls + response.reused, 240, "{response:?}");
+    // Four distinct contexts (a new client of a or b, a returning client of a or b).
+    assert!(response.calls <= 8 && response.reused >= 232, "{response:?}");
+}

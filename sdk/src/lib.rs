@@ -113,10 +113,11 @@ macro_rules! export_plugin {
 /// [`declare_deterministic!`]).
 pub const DETERMINISTIC_SECTION: &str = "switchyard:deterministic";
 
-/// Declares that this plugin is deterministic: a call's outcome (its answer and the changes it
-/// makes to the heads) depends only on the plugin's configuration and on what it reads through
-/// the host, and the plugin keeps no state between calls that changes its answers (no counters,
-/// no caches that alter results, no use of `random`, clocks or the key-value store in deciding).
+/// Declares that this plugin's router, request-filter and response-filter calls are
+/// deterministic: a call's outcome (its answer and the changes it makes to the heads) depends only
+/// on the plugin's configuration and on what the call reads through the host, and the plugin keeps
+/// no state between calls that changes those outcomes (no counters, no caches that alter results,
+/// no use of `random`, clocks or the key-value store in deciding them).
 ///
 /// The proxy may then answer a router, request-filter or response-filter call from memory,
 /// without calling the plugin, when a later request (or response) gives the same answers to
@@ -125,7 +126,11 @@ pub const DETERMINISTIC_SECTION: &str = "switchyard:deterministic";
 /// remembered call made (headers set, added or removed, a path rewrite, context values) itself.
 /// A call that logs, counts, uses the host's clock, random numbers or key-value store, or reads
 /// something it changed earlier in the same call, is never remembered (the proxy sees those calls
-/// and remembers nothing for them); splits and balancers are always called.
+/// and remembers nothing for them).
+///
+/// Splits and balancers are always called, so the declaration says nothing about them: a plugin
+/// whose split draws at random may declare its response filter deterministic (the built-in split
+/// does, for the cookie it hands out).
 ///
 /// Declaring a plugin deterministic when it is not (a router that rotates between routes on its
 /// own, say) makes the proxy repeat old answers. Use it once per plugin crate, next to

@@ -46,26 +46,25 @@ impl PluginEngine {
     /// Builds the engine, keeping compiled components under `cache_dir` (`None`: in memory
     /// only), and starts the epoch ticker.
     pub fn with_cache_dir(cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Arc<Self>> {
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(MAX_LIVE_INSTANCES)
-            .total_core_instances(MAX_LIVE_INSTANCES * 2)
-            .total_memories(MAX_LIVE_INSTANCES)
-            .total_tables(MAX_LIVE_INSTANCES * 2)
-            .max_memory_size(MAX_PLUGIN_MEMORY_BYTES)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_core_instances_per_component(32);
         let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        config.wasm_component_model(true).epoch_interruption(true);
         // For profiling plugins with `perf` (see the README): name the compiled code.
         if std::env::var_os("SWITCHYARD_WASM_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config)?;
+        let engine = match Engine::new(config.clone().allocation_strategy(pooled())) {
+            Ok(engine) => engine,
+            Err(pool_error) => {
+                // The pool reserves its address space up front (terabytes of it, never touched);
+                // a process limited by `ulimit -v`, or run under valgrind, cannot have it.
+                tracing::warn!(
+                    error = %format!("{pool_error:#}"),
+                    "the plugin instance pool cannot reserve its address space; instances are allocated one by one instead (slower to create, same limits)"
+                );
+                Engine::new(&on_demand(config))
+                    .map_err(|e| anyhow::anyhow!("{e:#} (after the instance pool failed: {pool_error:#})"))?
+            }
+        };
         let mut linker = Linker::new(&engine);
         HostView::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
@@ -85,6 +84,34 @@ impl PluginEngine {
             ticker: Some((stop, handle)),
         }))
     }
+}
+
+/// The pooling allocator: every instance's memory and tables are reserved once, at start, and
+/// reused, which makes creating an instance cheap.
+fn pooled() -> InstanceAllocationStrategy {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(MAX_LIVE_INSTANCES)
+        .total_core_instances(MAX_LIVE_INSTANCES * 2)
+        .total_memories(MAX_LIVE_INSTANCES)
+        .total_tables(MAX_LIVE_INSTANCES * 2)
+        .max_memory_size(MAX_PLUGIN_MEMORY_BYTES)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_core_instances_per_component(32);
+    InstanceAllocationStrategy::Pooling(pooling)
+}
+
+/// `config` allocating each instance on its own, reserving no more address space for a linear
+/// memory than the largest plugin memory allowed (compiled code then checks bounds itself
+/// instead of relying on guard pages).
+fn on_demand(mut config: Config) -> Config {
+    config
+        .allocation_strategy(InstanceAllocationStrategy::OnDemand)
+        .memory_reservation(MAX_PLUGIN_MEMORY_BYTES as u64)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0);
+    config
 }
 
 impl Drop for PluginEngine {

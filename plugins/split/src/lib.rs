@@ -209,6 +209,11 @@ impl ResponseFilter for AbSplit {
 }
 
 export_plugin!(AbSplit: split, response_filter);
+// The declaration covers the router and filter roles only: `choose` draws at random and counts,
+// and splits are always called. The response side depends on nothing but the context values
+// `choose` left and the configuration, so the proxy may add the same cookie and header again from
+// memory for responses whose requests carry the same values.
+switchyard_sdk::declare_deterministic!();
 
 #[cfg(test)]
 mod tests {
