@@ -11,9 +11,18 @@
 # measured in ROUNDS rounds, in a rotating order, each proxy started fresh and alone on CPU 0,
 # and the medians are reported.
 #
+# CPU time on a shared machine swings from run to run; instructions do not. MEASURE=instructions
+# counts instead the user-space instructions each proxy process executes per request, under
+# valgrind's callgrind (counting switched on only around a fixed number of requests sent with
+# h2load, after a warm-up), once per proxy, and prints the ratios to the bare Pingora proxy. It
+# leaves out the kernel's share and what cache misses cost, so it complements the CPU figure
+# rather than replacing it; it is the figure to compare two builds with (SWITCHYARD_BIN).
+#
 # usage: benches/load.sh   (ROUNDS=3 DURATION=5 CONNECTIONS=32 WARMUP=1 to change the run;
-#        PROXIES="bare-pingora switchyard" to measure only some; SWITCHYARD_BIN=path to try another build)
-# needs: nginx (Debian nginx-light), wrk, taskset; traffic stays on 127.0.0.1 and stops by itself.
+#        PROXIES="bare-pingora switchyard" to measure only some; SWITCHYARD_BIN=path to try another build;
+#        MEASURE=instructions REQUESTS=4000 to count instructions instead of CPU time)
+# needs: nginx (Debian nginx-light), wrk, taskset; for MEASURE=instructions also valgrind and
+#        h2load (nghttp2-client). Traffic stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,15 +31,29 @@ duration=${DURATION:-5}
 rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-32}
 warmup=${WARMUP:-1}
+measure_mode=${MEASURE:-cpu}
+requests_counted=${REQUESTS:-4000}
 for tool in nginx wrk taskset python3 openssl; do
   command -v "$tool" >/dev/null || { echo "load.sh: $tool is required (apt-get install nginx-light wrk util-linux)" >&2; exit 1; }
 done
+case $measure_mode in
+  cpu) launch=(taskset -c 0) ;;
+  instructions)
+    for tool in valgrind callgrind_control h2load; do
+      command -v "$tool" >/dev/null || { echo "load.sh: $tool is required (apt-get install valgrind nghttp2-client)" >&2; exit 1; }
+    done
+    # Counting starts switched off; each proxy writes its counts to callgrind.<pid> on exit.
+    launch=(taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file
+      --callgrind-out-file="%q{LOAD_WORK}/callgrind.%p") ;;
+  *) echo "load.sh: MEASURE is cpu or instructions, not $measure_mode" >&2; exit 1 ;;
+esac
 
 cargo build --quiet --release --bin switchyard --example bare_pingora
 switchyard="${SWITCHYARD_BIN:-$root/target/release/switchyard}"
 bare="$root/target/release/examples/bare_pingora"
 
 work=$(mktemp -d)
+export LOAD_WORK=$work
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
@@ -146,7 +169,9 @@ url_of() { # name port
 
 wait_for() { # port [url]
   local url=${2:-http://127.0.0.1:$1/}
-  for _ in $(seq 1 200); do
+  # A proxy under valgrind takes a while to start.
+  local tries=200; [ "$measure_mode" = instructions ] && tries=2400
+  for _ in $(seq 1 "$tries"); do
     curl -fsk -o /dev/null "$url" && return 0
     sleep 0.05
   done
@@ -158,19 +183,19 @@ wait_for "$origin_port"
 start_proxy() {
   case $1 in
     switchyard)
-      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
+      SWITCHYARD_LOG=warn "${launch[@]}" "$switchyard" run --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$sy_port ;;
     switchyard-lenient)
-      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-lenient.toml" >"$work/switchyard-lenient.log" 2>&1 &
+      SWITCHYARD_LOG=warn "${launch[@]}" "$switchyard" run --config "$work/switchyard-lenient.toml" >"$work/switchyard-lenient.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$lenient_port ;;
     switchyard-https)
-      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-https.toml" >"$work/switchyard-https.log" 2>&1 &
+      SWITCHYARD_LOG=warn "${launch[@]}" "$switchyard" run --config "$work/switchyard-https.toml" >"$work/switchyard-https.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$sy_tls_port ;;
     switchyard-chain|switchyard-chain-returning)
-      SWITCHYARD_LOG=warn taskset -c 0 "$switchyard" run --config "$work/switchyard-chain.toml" >"$work/switchyard-chain.log" 2>&1 &
+      SWITCHYARD_LOG=warn "${launch[@]}" "$switchyard" run --config "$work/switchyard-chain.toml" >"$work/switchyard-chain.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$chain_port ;;
     bare-pingora)
-      taskset -c 0 "$bare" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$origin_port" --threads 1 >"$work/bare.log" 2>&1 &
+      "${launch[@]}" "$bare" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$origin_port" --threads 1 >"$work/bare.log" 2>&1 &
       pids+=($!); proxy_pids=$!; port=$bare_port ;;
     nginx)
       nginx -c "$work/nginx-proxy.conf" -p "$work" -e "$work/nginx-proxy.error.log"
@@ -208,16 +233,7 @@ hz=$(getconf CLK_TCK)
 results=()
 measure() { # name port pids...
   local name=$1 port=$2; shift 2
-  local client=()
-  if [ "$name" = switchyard-chain-returning ]; then
-    # A returning client: it sends back the sticky cookie its first response set, so the split
-    # verifies it instead of drawing a variant and signing a new cookie on every request.
-    local cookie
-    cookie=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$port/" | tr -d '\r' \
-      | awk -F': ' 'tolower($1)=="set-cookie" { split($2, kv, ";"); print kv[1]; exit }')
-    [ -n "$cookie" ] || { echo "load.sh: the chain set no sticky cookie" >&2; exit 1; }
-    client=(-H "Cookie: $cookie")
-  fi
+  returning_client "$name" "$port"
   local url; url=$(url_of "$name" "$port")
   # wrk resolves localhost itself; its connections are kept alive, so handshakes are a
   # negligible share of an HTTPS run.
@@ -236,8 +252,58 @@ measure() { # name port pids...
   us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
   results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
 }
+# The returning client's header, for switchyard-chain-returning (sets $client); see measure.
+returning_client() { # name port
+  client=()
+  if [ "$1" = switchyard-chain-returning ]; then
+    local cookie
+    cookie=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$2/" | tr -d '\r' \
+      | awk -F': ' 'tolower($1)=="set-cookie" { split($2, kv, ";"); print kv[1]; exit }')
+    [ -n "$cookie" ] || { echo "load.sh: the chain set no sticky cookie" >&2; exit 1; }
+    client=(-H "Cookie: $cookie")
+  fi
+}
+
+# MEASURE=instructions: counts the instructions of $requests_counted requests (after a warm-up)
+# in the proxy process $3, and stops it so that callgrind writes its counts.
+counted=()
+measure_instructions() { # name port pid
+  local name=$1 port=$2 pid=$3 url
+  url=$(url_of "$name" "$port")
+  returning_client "$name" "$port"
+  h2load --h1 -n 400 -c 8 "${client[@]}" "$url" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  local out
+  out=$(h2load --h1 -n "$requests_counted" -c 8 "${client[@]}" "$url")
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  stop_proxy "$name"
+  local ok total
+  ok=$(awk '/^status codes:/{print $3}' <<<"$out")
+  total=$(awk '/^totals:/{print $2}' "$work/callgrind.$pid")
+  [ "$ok" = "$requests_counted" ] || { echo "load.sh: $name answered $ok of $requests_counted requests with 2xx" >&2; exit 1; }
+  counted+=("$name|$((total / requests_counted))")
+}
+
 read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-lenient switchyard-chain switchyard-chain-returning nginx switchyard-https nginx-https}"
 count=${#names[@]}
+if [ "$measure_mode" = instructions ]; then
+  echo
+  echo "Instructions per request (user space, callgrind): $requests_counted requests per proxy after 400 of warm-up, 8 connections"
+  for name in "${names[@]}"; do
+    case $name in nginx*|*-https) echo "  $name: skipped (only the Pingora-based proxies over plain HTTP are counted)"; continue ;; esac
+    start_proxy "$name"
+    measure_instructions "$name" "$port" "$proxy_pids"
+  done
+  python3 - "${counted[@]}" <<'PY'
+import sys
+rows = dict(r.split('|') for r in sys.argv[1:])
+base = int(rows['bare-pingora']) if 'bare-pingora' in rows else None
+for name, n in rows.items():
+    ratio = f"  x{int(n) / base:.3f} of bare-pingora" if base else ""
+    print(f"  {name:<27} {int(n):>9,} instructions/request{ratio}")
+PY
+  exit 0
+fi
 for round in $(seq 1 "$rounds"); do
   for i in $(seq 0 $((count - 1))); do
     name=${names[$(( (i + round) % count ))]}
