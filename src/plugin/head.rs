@@ -142,13 +142,23 @@ impl RequestView {
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
         let (name, value) = checked_header(name, Some(value), HeaderChange::Set, true)?;
         let value = value.ok_or("missing value")?;
-        self.head.insert_header(name, value).map_err(|e| e.to_string())
+        self.set_checked_header(name, value)
     }
 
     /// Adds a header value.
     pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), String> {
         let (name, value) = checked_header(name, Some(value), HeaderChange::Append, true)?;
         let value = value.ok_or("missing value")?;
+        self.append_checked_header(name, value)
+    }
+
+    /// [`RequestView::set_header`] for a name and value [`checked_header`] has let through.
+    pub(crate) fn set_checked_header(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), String> {
+        self.head.insert_header(name, value).map_err(|e| e.to_string())
+    }
+
+    /// [`RequestView::append_header`] for a name and value [`checked_header`] has let through.
+    pub(crate) fn append_checked_header(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), String> {
         self.head.append_header(name, value).map(|_| ()).map_err(|e| e.to_string())
     }
 

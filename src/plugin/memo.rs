@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 
 use super::head::{self, RequestView};
@@ -167,26 +168,88 @@ impl Edit {
         }
     }
 
-    /// Makes the change again. A change the host refused in the call is refused again (the
-    /// checks depend only on the change), which the plugin saw and answered for then.
+    /// The change in the form a replay makes it: a header change is checked now, once, since
+    /// the host's checks depend only on the change. A change the host refused in the call is
+    /// refused again (the plugin saw that refusal and answered for it then): it does nothing.
+    fn into_replay(self) -> Replay {
+        use head::checked_header;
+        use switchyard_sdk::testkit::HeaderChange;
+        let header =
+            |name: &str, value: Option<&str>, change, is_request| checked_header(name, value, change, is_request).ok();
+        let with_value = |checked: Option<(HeaderName, Option<HeaderValue>)>| {
+            checked.and_then(|(name, value)| value.map(|value| (name, value)))
+        };
+        let replay = match &self {
+            Edit::SetHeader(name, value) => {
+                with_value(header(name, Some(value), HeaderChange::Set, true)).map(|(n, v)| Replay::SetHeader(n, v))
+            }
+            Edit::AppendHeader(name, value) => with_value(header(name, Some(value), HeaderChange::Append, true))
+                .map(|(n, v)| Replay::AppendHeader(n, v)),
+            Edit::RemoveHeader(name) => {
+                header(name, None, HeaderChange::Remove, true).map(|(n, _)| Replay::RemoveHeader(n))
+            }
+            Edit::SetResponseHeader(name, value) => with_value(header(name, Some(value), HeaderChange::Set, false))
+                .map(|(n, v)| Replay::SetResponseHeader(n, v)),
+            Edit::AppendResponseHeader(name, value) => {
+                with_value(header(name, Some(value), HeaderChange::Append, false))
+                    .map(|(n, v)| Replay::AppendResponseHeader(n, v))
+            }
+            Edit::RemoveResponseHeader(name) => {
+                header(name, None, HeaderChange::Remove, false).map(|(n, _)| Replay::RemoveResponseHeader(n))
+            }
+            Edit::SetPathAndQuery(_) | Edit::SetContext(..) | Edit::SetStatus(_) => return Replay::Other(self),
+        };
+        replay.unwrap_or(Replay::Refused)
+    }
+}
+
+/// A remembered change, ready to be made again (see [`Edit::into_replay`]).
+#[derive(Debug)]
+enum Replay {
+    /// The host refused the change in the call: a replay does nothing.
+    Refused,
+    SetHeader(HeaderName, HeaderValue),
+    AppendHeader(HeaderName, HeaderValue),
+    RemoveHeader(HeaderName),
+    SetResponseHeader(HeaderName, HeaderValue),
+    AppendResponseHeader(HeaderName, HeaderValue),
+    RemoveResponseHeader(HeaderName),
+    /// A path, context or status change, made through the same checked operation as in a call.
+    Other(Edit),
+}
+
+impl Replay {
     fn apply(&self, request: &mut RequestView, response: Option<&mut ResponseHeader>) {
         let _ = match self {
-            Edit::SetHeader(name, value) => request.set_header(name, value),
-            Edit::AppendHeader(name, value) => request.append_header(name, value),
-            Edit::RemoveHeader(name) => request.remove_header(name),
-            Edit::SetPathAndQuery(target) => request.set_path_and_query(target),
-            Edit::SetContext(key, value) => {
+            Replay::Refused => Ok(()),
+            Replay::SetHeader(name, value) => request.set_checked_header(name.clone(), value.clone()),
+            Replay::AppendHeader(name, value) => request.append_checked_header(name.clone(), value.clone()),
+            Replay::RemoveHeader(name) => {
+                request.head.remove_header(name);
+                Ok(())
+            }
+            Replay::SetResponseHeader(name, value) => {
+                response.map_or(Ok(()), |r| r.insert_header(name.clone(), value.clone()).map_err(|e| e.to_string()))
+            }
+            Replay::AppendResponseHeader(name, value) => response.map_or(Ok(()), |r| {
+                r.append_header(name.clone(), value.clone()).map(|_| ()).map_err(|e| e.to_string())
+            }),
+            Replay::RemoveResponseHeader(name) => {
+                if let Some(r) = response {
+                    r.remove_header(name);
+                }
+                Ok(())
+            }
+            Replay::Other(Edit::SetPathAndQuery(target)) => request.set_path_and_query(target),
+            Replay::Other(Edit::SetContext(key, value)) => {
                 request.set_context(key, value);
                 Ok(())
             }
-            Edit::SetStatus(status) => response.map_or(Ok(()), |r| head::response::set_status(r, *status)),
-            Edit::SetResponseHeader(name, value) => {
-                response.map_or(Ok(()), |r| head::response::set_header(r, name, value))
+            Replay::Other(Edit::SetStatus(status)) => {
+                response.map_or(Ok(()), |r| head::response::set_status(r, *status))
             }
-            Edit::AppendResponseHeader(name, value) => {
-                response.map_or(Ok(()), |r| head::response::append_header(r, name, value))
-            }
-            Edit::RemoveResponseHeader(name) => response.map_or(Ok(()), |r| head::response::remove_header(r, name)),
+            // Header changes are never kept as `Other` (see `Edit::into_replay`).
+            Replay::Other(_) => Ok(()),
         };
     }
 }
@@ -261,14 +324,14 @@ impl CallTrace {
 pub struct Remembered<O> {
     /// What the call answered.
     pub value: O,
-    edits: Box<[Edit]>,
+    changes: Box<[Replay]>,
 }
 
 impl<O> Remembered<O> {
     /// Makes the call's changes to `request` (and `response`), as the call made them.
     pub fn replay(&self, request: &mut RequestView, mut response: Option<&mut ResponseHeader>) {
-        for edit in &self.edits {
-            edit.apply(request, response.as_deref_mut());
+        for change in &self.changes {
+            change.apply(request, response.as_deref_mut());
         }
     }
 }
@@ -425,7 +488,8 @@ impl<O: Clone> Memo<O> {
             };
         }
         if matches!(slot, Node::Unknown) {
-            *slot = Node::Done(Arc::new(Remembered { value: value.clone(), edits: trace.edits.into_boxed_slice() }));
+            let changes = trace.edits.into_iter().map(Edit::into_replay).collect();
+            *slot = Node::Done(Arc::new(Remembered { value: value.clone(), changes }));
             self.len.fetch_add(1, Relaxed);
         }
     }

@@ -48,6 +48,15 @@ pub struct Variant {
     pub target: Target,
     /// Its share of new assignments; 0 keeps it reachable only through an override.
     pub weight: u32,
+    /// The plugin counter its decisions count on: `variant_<name>`.
+    pub counter: String,
+}
+
+impl Variant {
+    /// A variant called `name`.
+    pub fn new(name: String, target: Target, weight: u32) -> Self {
+        Variant { counter: format!("variant_{name}"), name, target, weight }
+    }
 }
 
 /// The variants in configured order, with their total weight.
@@ -122,7 +131,7 @@ mod tests {
             weights
                 .iter()
                 .enumerate()
-                .map(|(i, &weight)| Variant { name: format!("v{i}"), target: Target::Tag(format!("t{i}")), weight })
+                .map(|(i, &weight)| Variant::new(format!("v{i}"), Target::Tag(format!("t{i}")), weight))
                 .collect(),
         )
     }

@@ -311,7 +311,7 @@ fn check_variants(raw: Vec<RawVariant>, problems: &mut Vec<String>) -> VariantTa
                 }
             },
         };
-        variants.push(Variant { name, target, weight });
+        variants.push(Variant::new(name, target, weight));
     }
     let table = VariantTable::new(variants);
     if table.total_weight() == 0 && !table.is_empty() {

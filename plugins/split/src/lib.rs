@@ -92,9 +92,9 @@ use switchyard_sdk::cookies::cookie_values;
 /// Context key under which `choose` leaves the `Set-Cookie` value for the response filter.
 pub const SET_COOKIE_CONTEXT_KEY: &str = "split.set-cookie";
 
-/// Context key under which `choose` leaves the chosen variant's name. The host overwrites
-/// [`SPLIT_VARIANT_CONTEXT_KEY`] with the chosen tag or upstream after `choose` returns, which is
-/// not the name when a variant has an explicit one; the response header reads this key first.
+/// Context key under which `choose` leaves the chosen variant's name for the response header.
+/// [`SPLIT_VARIANT_CONTEXT_KEY`] holds it too, but later plugins may write there; this key is the
+/// split's own.
 pub const VARIANT_NAME_CONTEXT_KEY: &str = "split.variant-name";
 
 /// The A/B split, configured; see the crate documentation.
@@ -178,9 +178,11 @@ impl Split for AbSplit {
             Some(variant) => variant,
             None => self.assigned(req, &cookies)?,
         };
+        // The host keeps this name (it writes the tag or upstream there only for splits that
+        // leave the key unset), for later plugins and the log.
         req.set_context(SPLIT_VARIANT_CONTEXT_KEY, &variant.name);
         req.set_context(VARIANT_NAME_CONTEXT_KEY, &variant.name);
-        host::counter_add(&format!("variant_{}", variant.name), 1);
+        host::counter_add(&variant.counter, 1);
         Some(variant.target.choice())
     }
 }
@@ -575,7 +577,7 @@ mod tests {
         );
         let first = TestRequest::get("/");
         assert_eq!(s.choose(&first, "api"), Some(SplitChoice::Tag("a".into())));
-        // The host then records the tag under split.variant; the header still names the variant.
+        // A later plugin writes over split.variant; the header still names the variant.
         first.set_context(SPLIT_VARIANT_CONTEXT_KEY, "a");
         let resp = TestResponse::new(200).with_header("set-cookie", "session=1");
         s.on_response(&first, &resp);
