@@ -171,7 +171,7 @@ impl Edit {
     /// The change in the form a replay makes it: a header change is checked now, once, since
     /// the host's checks depend only on the change. A change the host refused in the call is
     /// refused again (the plugin saw that refusal and answered for it then): it does nothing.
-    fn into_replay(self) -> Replay {
+    fn to_replay(&self) -> Replay {
         use head::checked_header;
         use switchyard_sdk::testkit::HeaderChange;
         let header =
@@ -179,7 +179,7 @@ impl Edit {
         let with_value = |checked: Option<(HeaderName, Option<HeaderValue>)>| {
             checked.and_then(|(name, value)| value.map(|value| (name, value)))
         };
-        let replay = match &self {
+        let replay = match self {
             Edit::SetHeader(name, value) => {
                 with_value(header(name, Some(value), HeaderChange::Set, true)).map(|(n, v)| Replay::SetHeader(n, v))
             }
@@ -197,13 +197,15 @@ impl Edit {
             Edit::RemoveResponseHeader(name) => {
                 header(name, None, HeaderChange::Remove, false).map(|(n, _)| Replay::RemoveResponseHeader(n))
             }
-            Edit::SetPathAndQuery(_) | Edit::SetContext(..) | Edit::SetStatus(_) => return Replay::Other(self),
+            Edit::SetPathAndQuery(target) => return Replay::SetPathAndQuery(target.clone()),
+            Edit::SetContext(key, value) => return Replay::SetContext(key.clone(), value.clone()),
+            Edit::SetStatus(status) => return Replay::SetStatus(*status),
         };
         replay.unwrap_or(Replay::Refused)
     }
 }
 
-/// A remembered change, ready to be made again (see [`Edit::into_replay`]).
+/// A remembered change, ready to be made again (see [`Edit::to_replay`]).
 #[derive(Debug)]
 enum Replay {
     /// The host refused the change in the call: a replay does nothing.
@@ -214,8 +216,10 @@ enum Replay {
     SetResponseHeader(HeaderName, HeaderValue),
     AppendResponseHeader(HeaderName, HeaderValue),
     RemoveResponseHeader(HeaderName),
-    /// A path, context or status change, made through the same checked operation as in a call.
-    Other(Edit),
+    /// Path, context and status changes go through the same operations as in a call.
+    SetPathAndQuery(Box<str>),
+    SetContext(Box<str>, Box<str>),
+    SetStatus(u16),
 }
 
 impl Replay {
@@ -240,16 +244,12 @@ impl Replay {
                 }
                 Ok(())
             }
-            Replay::Other(Edit::SetPathAndQuery(target)) => request.set_path_and_query(target),
-            Replay::Other(Edit::SetContext(key, value)) => {
+            Replay::SetPathAndQuery(target) => request.set_path_and_query(target),
+            Replay::SetContext(key, value) => {
                 request.set_context(key, value);
                 Ok(())
             }
-            Replay::Other(Edit::SetStatus(status)) => {
-                response.map_or(Ok(()), |r| head::response::set_status(r, *status))
-            }
-            // Header changes are never kept as `Other` (see `Edit::into_replay`).
-            Replay::Other(_) => Ok(()),
+            Replay::SetStatus(status) => response.map_or(Ok(()), |r| head::response::set_status(r, *status)),
         };
     }
 }
@@ -488,7 +488,7 @@ impl<O: Clone> Memo<O> {
             };
         }
         if matches!(slot, Node::Unknown) {
-            let changes = trace.edits.into_iter().map(Edit::into_replay).collect();
+            let changes = trace.edits.iter().map(Edit::to_replay).collect();
             *slot = Node::Done(Arc::new(Remembered { value: value.clone(), changes }));
             self.len.fetch_add(1, Relaxed);
         }
