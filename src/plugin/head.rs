@@ -219,13 +219,31 @@ pub mod response {
     /// Replaces a header's values.
     pub fn set_header(head: &mut ResponseHeader, name: &str, value: &str) -> Result<(), String> {
         let (name, value) = checked_header(name, Some(value), HeaderChange::Set, false)?;
-        head.insert_header(name, value.ok_or("missing value")?).map_err(|e| e.to_string())
+        set_checked_header(head, name, value.ok_or("missing value")?)
     }
 
     /// Adds a header value.
     pub fn append_header(head: &mut ResponseHeader, name: &str, value: &str) -> Result<(), String> {
         let (name, value) = checked_header(name, Some(value), HeaderChange::Append, false)?;
-        head.append_header(name, value.ok_or("missing value")?).map(|_| ()).map_err(|e| e.to_string())
+        append_checked_header(head, name, value.ok_or("missing value")?)
+    }
+
+    /// [`set_header`] for a name and value [`checked_header`] has let through.
+    pub(crate) fn set_checked_header(
+        head: &mut ResponseHeader,
+        name: HeaderName,
+        value: HeaderValue,
+    ) -> Result<(), String> {
+        head.insert_header(name, value).map_err(|e| e.to_string())
+    }
+
+    /// [`append_header`] for a name and value [`checked_header`] has let through.
+    pub(crate) fn append_checked_header(
+        head: &mut ResponseHeader,
+        name: HeaderName,
+        value: HeaderValue,
+    ) -> Result<(), String> {
+        head.append_header(name, value).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Removes a header.

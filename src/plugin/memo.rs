@@ -172,34 +172,33 @@ impl Edit {
     /// the host's checks depend only on the change. A change the host refused in the call is
     /// refused again (the plugin saw that refusal and answered for it then): it does nothing.
     fn to_replay(&self) -> Replay {
-        use head::checked_header;
-        use switchyard_sdk::testkit::HeaderChange;
-        let header =
-            |name: &str, value: Option<&str>, change, is_request| checked_header(name, value, change, is_request).ok();
-        let with_value = |checked: Option<(HeaderName, Option<HeaderValue>)>| {
-            checked.and_then(|(name, value)| value.map(|value| (name, value)))
+        use switchyard_sdk::testkit::HeaderChange::{Append, Remove, Set};
+        let with_value = |name: &str, value: &str, change, is_request| match head::checked_header(
+            name,
+            Some(value),
+            change,
+            is_request,
+        ) {
+            Ok((name, Some(value))) => Some((name, value)),
+            _ => None,
         };
+        let removed = |name: &str, is_request| head::checked_header(name, None, Remove, is_request).ok().map(|c| c.0);
         let replay = match self {
-            Edit::SetHeader(name, value) => {
-                with_value(header(name, Some(value), HeaderChange::Set, true)).map(|(n, v)| Replay::SetHeader(n, v))
+            Edit::SetHeader(name, value) => with_value(name, value, Set, true).map(|(n, v)| Replay::SetHeader(n, v)),
+            Edit::AppendHeader(name, value) => {
+                with_value(name, value, Append, true).map(|(n, v)| Replay::AppendHeader(n, v))
             }
-            Edit::AppendHeader(name, value) => with_value(header(name, Some(value), HeaderChange::Append, true))
-                .map(|(n, v)| Replay::AppendHeader(n, v)),
-            Edit::RemoveHeader(name) => {
-                header(name, None, HeaderChange::Remove, true).map(|(n, _)| Replay::RemoveHeader(n))
+            Edit::RemoveHeader(name) => removed(name, true).map(Replay::RemoveHeader),
+            Edit::SetResponseHeader(name, value) => {
+                with_value(name, value, Set, false).map(|(n, v)| Replay::SetResponseHeader(n, v))
             }
-            Edit::SetResponseHeader(name, value) => with_value(header(name, Some(value), HeaderChange::Set, false))
-                .map(|(n, v)| Replay::SetResponseHeader(n, v)),
             Edit::AppendResponseHeader(name, value) => {
-                with_value(header(name, Some(value), HeaderChange::Append, false))
-                    .map(|(n, v)| Replay::AppendResponseHeader(n, v))
+                with_value(name, value, Append, false).map(|(n, v)| Replay::AppendResponseHeader(n, v))
             }
-            Edit::RemoveResponseHeader(name) => {
-                header(name, None, HeaderChange::Remove, false).map(|(n, _)| Replay::RemoveResponseHeader(n))
-            }
-            Edit::SetPathAndQuery(target) => return Replay::SetPathAndQuery(target.clone()),
-            Edit::SetContext(key, value) => return Replay::SetContext(key.clone(), value.clone()),
-            Edit::SetStatus(status) => return Replay::SetStatus(*status),
+            Edit::RemoveResponseHeader(name) => removed(name, false).map(Replay::RemoveResponseHeader),
+            Edit::SetPathAndQuery(target) => Some(Replay::SetPathAndQuery(target.clone())),
+            Edit::SetContext(key, value) => Some(Replay::SetContext(key.clone(), value.clone())),
+            Edit::SetStatus(status) => Some(Replay::SetStatus(*status)),
         };
         replay.unwrap_or(Replay::Refused)
     }
@@ -233,11 +232,11 @@ impl Replay {
                 Ok(())
             }
             Replay::SetResponseHeader(name, value) => {
-                response.map_or(Ok(()), |r| r.insert_header(name.clone(), value.clone()).map_err(|e| e.to_string()))
+                response.map_or(Ok(()), |r| head::response::set_checked_header(r, name.clone(), value.clone()))
             }
-            Replay::AppendResponseHeader(name, value) => response.map_or(Ok(()), |r| {
-                r.append_header(name.clone(), value.clone()).map(|_| ()).map_err(|e| e.to_string())
-            }),
+            Replay::AppendResponseHeader(name, value) => {
+                response.map_or(Ok(()), |r| head::response::append_checked_header(r, name.clone(), value.clone()))
+            }
             Replay::RemoveResponseHeader(name) => {
                 if let Some(r) = response {
                     r.remove_header(name);
