@@ -409,11 +409,12 @@ async fn file_watching_sighup_and_settings_that_need_a_restart() {
     let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
     assert_eq!(pid.trim(), running.pid().to_string());
 
-    // A watched change applies by itself.
+    // A watched change applies by itself. (Each failure message ends with the step, after the
+    // log, so a truncated report still says which one failed.)
     write_atomically(&path, watched("two", "").as_bytes());
     assert!(
         answers_from(listen, "backend-b", Duration::from_secs(10)).await,
-        "watch did not reload:\n{}",
+        "{}\nthe watched change was not reloaded",
         running.log()
     );
 
@@ -421,23 +422,41 @@ async fn file_watching_sighup_and_settings_that_need_a_restart() {
     write_atomically(&dir.path().join("tagger.wasm"), &read(&fixture("tagger-v2")));
     let start = Instant::now();
     while common::get(listen, "x", "/").await.headers.get("x-plugin-version").is_none_or(|v| v != "v2") {
-        assert!(start.elapsed() < Duration::from_secs(10), "plugin change not reloaded:\n{}", running.log());
+        assert!(start.elapsed() < Duration::from_secs(10), "{}\nthe plugin change was not reloaded", running.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // The listener cannot move without a restart: the reload applies the rest and says so.
+    // The listener cannot move without a restart: the reload applies the rest and says so (the
+    // warning follows the swap, so it may land just after the first answer from backend-a).
     let moved = config(free_port(), None, a.addr, b.addr, "one", &format!("{lifecycle}watch = false\n"));
     write_atomically(&path, moved.as_bytes());
-    assert!(answers_from(listen, "backend-a", Duration::from_secs(10)).await, "{}", running.log());
-    assert!(running.log().contains("server.listen changed but only take effect after a restart"), "{}", running.log());
+    assert!(
+        answers_from(listen, "backend-a", Duration::from_secs(10)).await,
+        "{}\nthe moved listener's reload did not apply the rest",
+        running.log()
+    );
+    let warning = "server.listen changed but only take effect after a restart";
+    let start = Instant::now();
+    while !running.log().contains(warning) {
+        assert!(start.elapsed() < Duration::from_secs(5), "{}\nno restart warning", running.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Watching is now off: a change waits for SIGHUP, sent by `switchyard reload` via the pid file.
     let unwatched = config(free_port(), None, a.addr, b.addr, "two", &format!("{lifecycle}watch = false\n"));
     write_atomically(&path, unwatched.as_bytes());
-    assert!(!answers_from(listen, "backend-b", Duration::from_millis(2500)).await, "reloaded with watch off");
+    assert!(
+        !answers_from(listen, "backend-b", Duration::from_millis(2500)).await,
+        "{}\nreloaded with watch off",
+        running.log()
+    );
     let (ok, stdout, stderr) = reload_via_cli(&path);
     assert!(ok && stdout.contains("sent SIGHUP"), "{stdout}{stderr}");
-    assert!(answers_from(listen, "backend-b", Duration::from_secs(10)).await, "{}", running.log());
+    assert!(
+        answers_from(listen, "backend-b", Duration::from_secs(10)).await,
+        "{}\nSIGHUP did not reload",
+        running.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

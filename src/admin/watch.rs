@@ -33,9 +33,11 @@ fn stamps(files: &[PathBuf]) -> Vec<(PathBuf, Stamp)> {
 
 /// Starts the thread that polls the serving generation's files while its `watch` is on.
 pub fn reload_on_change(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    // The version last loaded (or refused), taken before returning: the thread may first run
+    // after the listeners serve, and a change made by then must not become the starting point.
+    let mut settled = stamps(&reloader.current().watched_files);
     std::thread::Builder::new().name("switchyard-watch".into()).spawn(move || {
-        // The version last loaded (or refused), and a candidate waiting to be stable.
-        let mut settled = stamps(&reloader.current().watched_files);
+        // A candidate waiting to be stable.
         let mut pending: Option<Vec<(PathBuf, Stamp)>> = None;
         loop {
             std::thread::sleep(POLL_INTERVAL);
