@@ -1,5 +1,7 @@
 //! The variants and their weights, and the two ways of landing in one: a bucket number from the
-//! stable hash of a sticky key, or a fresh random draw from the host.
+//! stable hash of a sticky key, or a fresh random draw.
+
+use std::cell::Cell;
 
 use switchyard_sdk::{SplitChoice, host};
 
@@ -50,12 +52,21 @@ pub struct Variant {
     pub weight: u32,
     /// The plugin counter its decisions count on: `variant_<name>`.
     pub counter: String,
+    /// What `choose` leaves for the response side when a client gets this variant's cookie:
+    /// the name and [`crate::ISSUE_COOKIE`].
+    pub issue_cookie_note: String,
 }
 
 impl Variant {
     /// A variant called `name`.
     pub fn new(name: String, target: Target, weight: u32) -> Self {
-        Variant { counter: format!("variant_{name}"), name, target, weight }
+        Variant {
+            counter: format!("variant_{name}"),
+            issue_cookie_note: format!("{name}{}", crate::ISSUE_COOKIE),
+            name,
+            target,
+            weight,
+        }
     }
 }
 
@@ -116,9 +127,32 @@ impl VariantTable {
         self.by_bucket(stable_hash(salt, key))
     }
 
-    /// A variant drawn at random by weight, from the host's generator.
-    pub fn random(&self) -> Option<&Variant> {
-        self.by_bucket(host::random_u64())
+    /// A variant drawn at random by weight.
+    pub fn random(&self, draws: &Draws) -> Option<&Variant> {
+        self.by_bucket(draws.next())
+    }
+}
+
+/// The split's random draws: splitmix64 seeded once per instance from the host's generator, so a
+/// draw costs no call into the host (the host's generator is no better: also fast and not
+/// cryptographic, seeded per instance).
+#[derive(Debug)]
+pub struct Draws(Cell<u64>);
+
+impl Draws {
+    /// A generator seeded from the host.
+    pub fn seeded() -> Self {
+        Draws(Cell::new(host::random_u64()))
+    }
+
+    /// The next draw.
+    pub fn next(&self) -> u64 {
+        let state = self.0.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0.set(state);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
 

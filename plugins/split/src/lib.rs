@@ -85,17 +85,28 @@ use switchyard_sdk::{
     host,
 };
 
-use crate::assign::Variant;
+use crate::assign::{Draws, Variant};
 use crate::config::{SplitConfig, Stickiness};
 use switchyard_sdk::cookies::cookie_values;
 
-/// Context key under which `choose` leaves the `Set-Cookie` value for the response filter.
-pub const SET_COOKIE_CONTEXT_KEY: &str = "split.set-cookie";
+/// Context key under which `choose` leaves what the response side needs: the chosen variant's
+/// name, followed by [`ISSUE_COOKIE`] when the client must be given a fresh sticky cookie. Set
+/// only when the response side has something to do (a cookie to issue, or `response_header`).
+/// [`SPLIT_VARIANT_CONTEXT_KEY`] holds the name too, but later plugins may write there; this key
+/// is the split's own. One key rather than two saves a call into the host per request.
+pub const RESPONSE_CONTEXT_KEY: &str = "split.response";
 
-/// Context key under which `choose` leaves the chosen variant's name for the response header.
-/// [`SPLIT_VARIANT_CONTEXT_KEY`] holds it too, but later plugins may write there; this key is the
-/// split's own.
-pub const VARIANT_NAME_CONTEXT_KEY: &str = "split.variant-name";
+/// The suffix of a [`RESPONSE_CONTEXT_KEY`] value asking for a fresh sticky cookie (variant names
+/// have no spaces).
+pub const ISSUE_COOKIE: &str = " +cookie";
+
+/// What `choose` left for the response side: the variant's name, and whether to issue a cookie.
+fn response_note(value: &str) -> (&str, bool) {
+    match value.strip_suffix(ISSUE_COOKIE) {
+        Some(name) => (name, true),
+        None => (value, false),
+    }
+}
 
 /// The A/B split, configured; see the crate documentation.
 #[derive(Debug)]
@@ -104,13 +115,15 @@ pub struct AbSplit {
     /// Whether `choose` looks at cookies at all, so requests of a cookie-less split do not copy
     /// their `Cookie` headers out of the host.
     reads_cookies: bool,
+    /// The random draws of `sticky = "cookie"` and `"none"`.
+    draws: Draws,
 }
 
 impl AbSplit {
     fn from_config(config: &str) -> Result<Self, String> {
         let config = SplitConfig::parse(config)?;
         let reads_cookies = config.override_cookie.is_some() || matches!(config.stickiness, Stickiness::Cookie(_));
-        Ok(AbSplit { config, reads_cookies })
+        Ok(AbSplit { config, reads_cookies, draws: Draws::seeded() })
     }
 
     /// The variant an override header or cookie names, if it names one that exists.
@@ -125,9 +138,9 @@ impl AbSplit {
         cookie_values(cookies, name).find_map(|value| variants.by_name(value))
     }
 
-    /// The variant the stickiness mode gives a request without an override. Leaves a
-    /// `Set-Cookie` in the context when a sticky cookie must be (re)issued.
-    fn assigned(&self, req: &dyn RequestHead, cookies: &[String]) -> Option<&Variant> {
+    /// The variant the stickiness mode gives a request without an override, and whether the
+    /// client must be given a fresh sticky cookie for it.
+    fn assigned(&self, req: &dyn RequestHead, cookies: &[String]) -> Option<(&Variant, bool)> {
         let variants = &self.config.variants;
         match &self.config.stickiness {
             Stickiness::Cookie(sticky) => {
@@ -136,23 +149,21 @@ impl AbSplit {
                     had_cookie = true;
                     let kept = sticky.verified_variant(value).and_then(|name| variants.by_name(name));
                     if let Some(variant) = kept.filter(|v| v.weight > 0) {
-                        return Some(variant);
+                        return Some((variant, false));
                     }
                 }
                 if had_cookie {
                     host::counter_add("cookie_reassigned", 1);
                 }
-                let variant = variants.random()?;
-                let secure = req.scheme().eq_ignore_ascii_case("https");
-                req.set_context(SET_COOKIE_CONTEXT_KEY, &sticky.set_cookie(&variant.name, secure));
-                Some(variant)
+                Some((variants.random(&self.draws)?, true))
             }
             Stickiness::Header(header) => match req.header(header) {
                 Some(value) if !value.trim().is_empty() => variants.by_key(&self.config.salt, value.trim()),
                 _ => self.by_client_ip(req),
-            },
-            Stickiness::ClientIp => self.by_client_ip(req),
-            Stickiness::None => variants.random(),
+            }
+            .map(|v| (v, false)),
+            Stickiness::ClientIp => self.by_client_ip(req).map(|v| (v, false)),
+            Stickiness::None => variants.random(&self.draws).map(|v| (v, false)),
         }
     }
 
@@ -160,7 +171,11 @@ impl AbSplit {
     /// the empty string would put every such client in one variant.
     fn by_client_ip(&self, req: &dyn RequestHead) -> Option<&Variant> {
         let ip = req.client_ip();
-        if ip.is_empty() { self.config.variants.random() } else { self.config.variants.by_key(&self.config.salt, &ip) }
+        if ip.is_empty() {
+            self.config.variants.random(&self.draws)
+        } else {
+            self.config.variants.by_key(&self.config.salt, &ip)
+        }
     }
 }
 
@@ -174,14 +189,18 @@ impl Split for AbSplit {
     /// request context and on the `variant_<name>` counter.
     fn choose(&self, req: &dyn RequestHead, _upstream: &str) -> Option<SplitChoice> {
         let cookies = if self.reads_cookies { req.header_all("cookie") } else { Vec::new() };
-        let variant = match self.overridden(req, &cookies) {
-            Some(variant) => variant,
+        let (variant, issue_cookie) = match self.overridden(req, &cookies) {
+            Some(variant) => (variant, false),
             None => self.assigned(req, &cookies)?,
         };
         // The host keeps this name (it writes the tag or upstream there only for splits that
         // leave the key unset), for later plugins and the log.
         req.set_context(SPLIT_VARIANT_CONTEXT_KEY, &variant.name);
-        req.set_context(VARIANT_NAME_CONTEXT_KEY, &variant.name);
+        if issue_cookie {
+            req.set_context(RESPONSE_CONTEXT_KEY, &variant.issue_cookie_note);
+        } else if self.config.response_header.is_some() {
+            req.set_context(RESPONSE_CONTEXT_KEY, &variant.name);
+        }
         host::counter_add(&variant.counter, 1);
         Some(variant.target.choice())
     }
@@ -193,17 +212,25 @@ impl ResponseFilter for AbSplit {
     }
 
     /// Runs first in the response chain of the routes using this split. Appends the sticky
-    /// cookie `choose` asked for, and sets `response_header` to the variant's name; does nothing
-    /// for a request `choose` did not see. A header the host refuses is logged, never fatal.
+    /// cookie `choose` asked for (with `Secure` when the client came over HTTPS), and sets
+    /// `response_header` to the variant's name; does nothing for a request `choose` did not see.
+    /// A header the host refuses is logged, never fatal.
     fn on_response(&self, req: &dyn RequestHead, resp: &dyn ResponseHead) {
-        if let Some(set_cookie) = req.context(SET_COOKIE_CONTEXT_KEY)
-            && let Err(e) = resp.append_header("set-cookie", &set_cookie)
-        {
-            host::log(LogLevel::Warn, &format!("cannot add the sticky cookie: {e}"));
+        let note = req.context(RESPONSE_CONTEXT_KEY);
+        let (name, issue_cookie) = match note.as_deref().map(response_note) {
+            Some((name, issue_cookie)) => (Some(name.to_string()), issue_cookie),
+            None if self.config.response_header.is_some() => (req.context(SPLIT_VARIANT_CONTEXT_KEY), false),
+            None => (None, false),
+        };
+        if issue_cookie && let (Stickiness::Cookie(sticky), Some(name)) = (&self.config.stickiness, &name) {
+            let secure = req.scheme().eq_ignore_ascii_case("https");
+            if let Err(e) = resp.append_header("set-cookie", &sticky.set_cookie(name, secure)) {
+                host::log(LogLevel::Warn, &format!("cannot add the sticky cookie: {e}"));
+            }
         }
         if let Some(header) = &self.config.response_header
-            && let Some(name) = req.context(VARIANT_NAME_CONTEXT_KEY).or_else(|| req.context(SPLIT_VARIANT_CONTEXT_KEY))
-            && let Err(e) = resp.set_header(header, &name)
+            && let Some(name) = &name
+            && let Err(e) = resp.set_header(header, name)
         {
             host::log(LogLevel::Warn, &format!("cannot set {header}: {e}"));
         }
@@ -238,6 +265,11 @@ mod tests {
     fn variant(split: &AbSplit, req: &TestRequest) -> String {
         assert!(split.choose(req, "api").is_some(), "no choice");
         req.context(SPLIT_VARIANT_CONTEXT_KEY).unwrap_or_else(|| panic!("no variant recorded"))
+    }
+
+    /// Whether `choose` asked the response side to issue a sticky cookie for `req`.
+    fn issues_cookie(req: &TestRequest) -> bool {
+        req.context(RESPONSE_CONTEXT_KEY).is_some_and(|note| response_note(&note).1)
     }
 
     /// Runs the response filter over a fresh 200 and returns its `set-cookie` values.
@@ -291,7 +323,7 @@ mod tests {
                 Some(SplitChoice::Upstream(name)) if name == "api-v2" => b += 1,
                 other => panic!("unexpected choice {other:?}"),
             }
-            assert_eq!(req.context(SET_COOKIE_CONTEXT_KEY), None, "sticky = none sets no cookie");
+            assert!(!issues_cookie(&req), "sticky = none sets no cookie");
         }
         assert_share(b, 10_000, 10.0);
         let host = reset_test_host();
@@ -320,13 +352,13 @@ mod tests {
         assert_eq!(s.choose(&by_cookie, "api"), Some(SplitChoice::Tag("green".into())));
         for forced in [&by_header, &by_cookie] {
             assert_eq!(forced.context(SPLIT_VARIANT_CONTEXT_KEY).as_deref(), Some("green"));
-            assert_eq!(forced.context(SET_COOKIE_CONTEXT_KEY), None, "an override must not stick");
+            assert!(!issues_cookie(forced), "an override must not stick");
             assert!(set_cookies(&s, forced).is_empty());
         }
         // An override naming no variant is ignored.
         let unknown = TestRequest::get("/").with_header("x-switchyard-variant", "purple");
         assert_eq!(s.choose(&unknown, "api"), Some(SplitChoice::Tag("blue".into())));
-        assert!(unknown.context(SET_COOKIE_CONTEXT_KEY).is_some());
+        assert!(issues_cookie(&unknown));
     }
 
     #[test]
@@ -367,7 +399,7 @@ mod tests {
                     TestRequest::get("/").with_header("cookie", "theme=dark").with_header("Cookie", &cookie)
                 };
                 assert_eq!(variant(&s, &req), first, "request {i} left {first}");
-                assert_eq!(req.context(SET_COOKIE_CONTEXT_KEY), None);
+                assert!(!issues_cookie(&req));
                 assert!(set_cookies(&s, &req).is_empty(), "a kept client is not sent the cookie again");
             }
             if !seen.contains(&first) {
@@ -402,7 +434,7 @@ mod tests {
             // The fresh cookie is valid and names the variant just chosen.
             let back = TestRequest::get("/").with_header("cookie", &fresh);
             assert_eq!(variant(&s, &back), name);
-            assert_eq!(back.context(SET_COOKIE_CONTEXT_KEY), None);
+            assert!(!issues_cookie(&back));
         }
         assert_eq!(reset_test_host().counters.get("cookie_reassigned"), Some(&(tampered.len() as u64)));
     }
@@ -417,20 +449,20 @@ mod tests {
         let cookie = client_in(&one, "a");
         let req = TestRequest::get("/").with_header("cookie", &cookie);
         two.choose(&req, "api");
-        assert!(req.context(SET_COOKIE_CONTEXT_KEY).is_some(), "a foreign cookie was accepted");
+        assert!(issues_cookie(&req), "a foreign cookie was accepted");
         // The same secret in another instance, even after a config edit, accepts it.
         let edited = split(r#"{"variants": [{"tag": "a", "weight": 3}, {"tag": "b"}], "cookie_secret": "one"}"#);
         for instance in [&one, &edited] {
             let req = TestRequest::get("/").with_header("cookie", &cookie);
             assert_eq!(variant(instance, &req), "a");
-            assert_eq!(req.context(SET_COOKIE_CONTEXT_KEY), None);
+            assert!(!issues_cookie(&req));
         }
     }
 
     /// Whether `split` keeps a client sending `cookies` in `expected` without reissuing a cookie.
     fn keeps(split: &AbSplit, cookies: &str, expected: &str) -> bool {
         let req = TestRequest::get("/").with_header("cookie", cookies);
-        variant(split, &req) == expected && req.context(SET_COOKIE_CONTEXT_KEY).is_none()
+        variant(split, &req) == expected && !issues_cookie(&req)
     }
 
     #[test]
@@ -459,7 +491,7 @@ mod tests {
         let renamed = split(r#"{"variants": [{"tag": "a"}, {"name": "c", "tag": "b"}], "cookie": "exp"}"#);
         let req = TestRequest::get("/").with_header("cookie", &cookie);
         renamed.choose(&req, "api");
-        assert!(req.context(SET_COOKIE_CONTEXT_KEY).is_some(), "a cookie of the old variants was accepted");
+        assert!(issues_cookie(&req), "a cookie of the old variants was accepted");
         assert_eq!(reset_test_host().counters.get("cookie_reassigned"), Some(&1));
     }
 
