@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use switchyard_sdk::{SplitChoice, host};
 
-use switchyard_sdk::stable_hash::stable_hash;
+use switchyard_sdk::stable_hash::{mix64, stable_hash};
 
 /// Where a variant sends its requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,14 +145,11 @@ impl Draws {
         Draws(Cell::new(host::random_u64()))
     }
 
-    /// The next draw.
+    /// The next draw: splitmix64's Weyl step, then its finalizer.
     pub fn next(&self) -> u64 {
         let state = self.0.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         self.0.set(state);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix64(state)
     }
 }
 

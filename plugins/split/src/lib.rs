@@ -217,19 +217,23 @@ impl ResponseFilter for AbSplit {
     /// A header the host refuses is logged, never fatal.
     fn on_response(&self, req: &dyn RequestHead, resp: &dyn ResponseHead) {
         let note = req.context(RESPONSE_CONTEXT_KEY);
-        let (name, issue_cookie) = match note.as_deref().map(response_note) {
-            Some((name, issue_cookie)) => (Some(name.to_string()), issue_cookie),
-            None if self.config.response_header.is_some() => (req.context(SPLIT_VARIANT_CONTEXT_KEY), false),
-            None => (None, false),
+        // Without a note, only the response header may still name a variant `choose` saw.
+        let seen = match note {
+            None if self.config.response_header.is_some() => req.context(SPLIT_VARIANT_CONTEXT_KEY),
+            _ => None,
         };
-        if issue_cookie && let (Stickiness::Cookie(sticky), Some(name)) = (&self.config.stickiness, &name) {
+        let (name, issue_cookie) = match (&note, &seen) {
+            (Some(note), _) => response_note(note),
+            (None, Some(seen)) => (seen.as_str(), false),
+            (None, None) => return,
+        };
+        if issue_cookie && let Stickiness::Cookie(sticky) = &self.config.stickiness {
             let secure = req.scheme().eq_ignore_ascii_case("https");
             if let Err(e) = resp.append_header("set-cookie", &sticky.set_cookie(name, secure)) {
                 host::log(LogLevel::Warn, &format!("cannot add the sticky cookie: {e}"));
             }
         }
         if let Some(header) = &self.config.response_header
-            && let Some(name) = &name
             && let Err(e) = resp.set_header(header, name)
         {
             host::log(LogLevel::Warn, &format!("cannot set {header}: {e}"));
