@@ -18,10 +18,18 @@
 # leaves out the kernel's share and what cache misses cost, so it complements the CPU figure
 # rather than replacing it; it is the figure to compare two builds with (SWITCHYARD_BIN).
 #
+# MEASURE=cache does the same count with callgrind's cache and branch simulation on, and adds per
+# request the simulated first-level instruction and data cache misses, last-level misses and
+# mispredicted branches, and an estimate of cycles from them (see cycle_model below). It is the
+# figure that explains the gap between the instruction ratio and the CPU ratio: this VM exposes
+# no hardware counters (perf stat reports cycles as <not supported>).
+#
 # usage: benches/load.sh   (ROUNDS=3 DURATION=5 CONNECTIONS=32 WARMUP=1 to change the run;
-#        PROXIES="bare-pingora switchyard" to measure only some; SWITCHYARD_BIN=path to try another build;
-#        MEASURE=instructions REQUESTS=4000 to count instructions instead of CPU time)
-# needs: nginx (Debian nginx-light), wrk, taskset; for MEASURE=instructions also valgrind and
+#        PROXIES="bare-pingora switchyard" to measure only some; SWITCHYARD_BIN=path (and BARE_BIN=path)
+#        to try other builds;
+#        MEASURE=instructions REQUESTS=4000 to count instructions instead of CPU time;
+#        MEASURE=cache REQUESTS=2000 to add simulated cache misses and mispredicted branches)
+# needs: nginx (Debian nginx-light), wrk, taskset; for MEASURE=instructions or cache also valgrind and
 #        h2load (nghttp2-client). Traffic stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
 
@@ -38,19 +46,20 @@ for tool in nginx wrk taskset python3 openssl; do
 done
 case $measure_mode in
   cpu) launch=(taskset -c 0) ;;
-  instructions)
+  instructions|cache)
     for tool in valgrind callgrind_control h2load; do
       command -v "$tool" >/dev/null || { echo "load.sh: $tool is required (apt-get install valgrind nghttp2-client)" >&2; exit 1; }
     done
     # Counting starts switched off; each proxy writes its counts to callgrind.<pid> on exit.
     launch=(taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file
-      --callgrind-out-file="%q{LOAD_WORK}/callgrind.%p") ;;
-  *) echo "load.sh: MEASURE is cpu or instructions, not $measure_mode" >&2; exit 1 ;;
+      --callgrind-out-file="%q{LOAD_WORK}/callgrind.%p")
+    [ "$measure_mode" = cache ] && launch+=(--cache-sim=yes --branch-sim=yes) ;;
+  *) echo "load.sh: MEASURE is cpu, instructions or cache, not $measure_mode" >&2; exit 1 ;;
 esac
 
 cargo build --quiet --release --bin switchyard --example bare_pingora
 switchyard="${SWITCHYARD_BIN:-$root/target/release/switchyard}"
-bare="$root/target/release/examples/bare_pingora"
+bare="${BARE_BIN:-$root/target/release/examples/bare_pingora}"
 
 work=$(mktemp -d)
 export LOAD_WORK=$work
@@ -170,7 +179,7 @@ url_of() { # name port
 wait_for() { # port [url]
   local url=${2:-http://127.0.0.1:$1/}
   # A proxy under valgrind takes a while to start.
-  local tries=200; [ "$measure_mode" = instructions ] && tries=2400
+  local tries=200; [ "$measure_mode" != cpu ] && tries=2400
   for _ in $(seq 1 "$tries"); do
     curl -fsk -o /dev/null "$url" && return 0
     sleep 0.05
@@ -264,8 +273,9 @@ returning_client() { # name port
   fi
 }
 
-# MEASURE=instructions: counts the instructions of $requests_counted requests (after a warm-up)
-# in the proxy process $3, and stops it so that callgrind writes its counts.
+# MEASURE=instructions or cache: counts the instructions (and with cache, the simulated misses) of
+# $requests_counted requests (after a warm-up) in the proxy process $3, and stops it so that
+# callgrind writes its counts. Each entry of counted is "name|event=total,event=total...".
 counted=()
 measure_instructions() { # name port pid
   local name=$1 port=$2 pid=$3 url
@@ -277,30 +287,52 @@ measure_instructions() { # name port pid
   out=$(h2load --h1 -n "$requests_counted" -c 8 "${client[@]}" "$url")
   callgrind_control -i off "$pid" >/dev/null 2>&1
   stop_proxy "$name"
-  local ok total
+  local ok totals
   ok=$(awk '/^status codes:/{print $3}' <<<"$out")
-  total=$(awk '/^totals:/{print $2}' "$work/callgrind.$pid")
+  totals=$(awk '/^events:/{for (i = 2; i <= NF; i++) name[i] = $i}
+    /^totals:/{for (i = 2; i <= NF; i++) printf "%s%s=%s", (i > 2 ? "," : ""), name[i], $i}' "$work/callgrind.$pid")
   [ "$ok" = "$requests_counted" ] || { echo "load.sh: $name answered $ok of $requests_counted requests with 2xx" >&2; exit 1; }
-  counted+=("$name|$((total / requests_counted))")
+  counted+=("$name|$totals")
 }
 
 read -r -a names <<<"${PROXIES:-bare-pingora switchyard switchyard-lenient switchyard-chain switchyard-chain-returning nginx switchyard-https nginx-https}"
 count=${#names[@]}
-if [ "$measure_mode" = instructions ]; then
+if [ "$measure_mode" != cpu ]; then
   echo
   echo "Instructions per request (user space, callgrind): $requests_counted requests per proxy after 400 of warm-up, 8 connections"
+  [ "$measure_mode" = cache ] && echo "with simulated caches (valgrind's default geometry for this CPU) and branch predictors"
   for name in "${names[@]}"; do
     case $name in nginx*|*-https) echo "  $name: skipped (only the Pingora-based proxies over plain HTTP are counted)"; continue ;; esac
     start_proxy "$name"
     measure_instructions "$name" "$port" "$proxy_pids"
   done
-  python3 - "${counted[@]}" <<'PY'
+  python3 - "$requests_counted" "${counted[@]}" <<'PY'
 import sys
-rows = dict(r.split('|') for r in sys.argv[1:])
-base = int(rows['bare-pingora']) if 'bare-pingora' in rows else None
-for name, n in rows.items():
-    ratio = f"  x{int(n) / base:.3f} of bare-pingora" if base else ""
-    print(f"  {name:<27} {int(n):>9,} instructions/request{ratio}")
+requests = int(sys.argv[1])
+rows = {}
+for row in sys.argv[2:]:
+    name, totals = row.split('|')
+    rows[name] = {k: int(v) / requests for k, v in (kv.split('=') for kv in totals.split(','))}
+
+def cycle_model(e):
+    """A rough estimate of cycles: 4 instructions retired per cycle when nothing stalls, 10
+    cycles per first-level miss served by the next level, 150 per last-level miss, 15 per
+    mispredicted branch. Crude, but on this machine its ratios land near the measured CPU ratios."""
+    return (e['Ir'] / 4 + 10 * (e['I1mr'] + e['D1mr'] + e['D1mw'])
+            + 150 * (e['ILmr'] + e['DLmr'] + e['DLmw']) + 15 * (e['Bcm'] + e['Bim']))
+
+base = rows.get('bare-pingora')
+for name, e in rows.items():
+    ratio = f"  x{e['Ir'] / base['Ir']:.3f} of bare-pingora" if base else ""
+    print(f"  {name:<27} {e['Ir']:>9,.0f} instructions/request{ratio}")
+if all('I1mr' in e for e in rows.values()):
+    print()
+    print(f"  {'per request':<27} {'I1 misses':>9} {'D1 misses':>9} {'LL misses':>9} {'mispredicts':>11} {'est. cycles':>11}")
+    for name, e in rows.items():
+        cycles = cycle_model(e)
+        ratio = f"  x{cycles / cycle_model(base):.3f} of bare-pingora" if base else ""
+        print(f"  {name:<27} {e['I1mr']:>9,.0f} {e['D1mr'] + e['D1mw']:>9,.0f}"
+              f" {e['ILmr'] + e['DLmr'] + e['DLmw']:>9,.0f} {e['Bcm'] + e['Bim']:>11,.0f} {cycles:>11,.0f}{ratio}")
 PY
   exit 0
 fi
