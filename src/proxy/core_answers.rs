@@ -21,14 +21,13 @@ pub fn answer(plan: &TlsPlan, runtime: &TlsRuntime, request: &RequestHeader, htt
             body: key_authorization.into_bytes(),
         });
     }
-    if https {
-        return None;
-    }
+    // Without an HTTPS listener there is nothing to redirect to (checked first: it spares
+    // every plain request the Host lookup).
+    let port = plan.https_port.filter(|_| !https)?;
     let host = request_host(request)?;
     if !plan.redirects(host) {
         return None;
     }
-    let port = plan.https_port?;
     let authority = match (port, host.contains(':')) {
         (443, false) => host.to_string(),
         (443, true) => format!("[{host}]"),

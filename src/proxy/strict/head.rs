@@ -30,15 +30,58 @@ const FRAMING_FIELDS: [&str; 3] = ["content-length", "transfer-encoding", "host"
 /// Transfer codings that exist but the proxy does not decode (answered 501, not 400).
 const KNOWN_CODINGS: [&str; 5] = ["gzip", "x-gzip", "deflate", "compress", "x-compress"];
 
-/// `tchar` of RFC 9110 §5.6.2.
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// Byte classes, one bit each in [`CLASSES`]: every byte of every request head is checked
+/// against one of them, so the check is one table load rather than a chain of comparisons.
+const TCHAR: u8 = 1;
+/// Allowed in a field value: visible ASCII, space, tab or obs-text (never CR, LF, NUL or another
+/// control).
+const FIELD: u8 = 2;
+/// Visible ASCII: allowed in a request target.
+const VISIBLE: u8 = 4;
+/// Allowed in a registered host name (RFC 3986 §3.2.2 `reg-name`, percent signs included).
+const REG_NAME: u8 = 8;
+
+const CLASSES: [u8; 256] = {
+    const fn one_of(b: u8, set: &[u8]) -> bool {
+        let mut i = 0;
+        while i < set.len() {
+            if set[i] == b {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut class = 0;
+        if b.is_ascii_alphanumeric() || one_of(b, b"!#$%&'*+-.^_`|~") {
+            class |= TCHAR;
+        }
+        if b == b'\t' || b == b' ' || (b >= 0x21 && b <= 0x7e) || b >= 0x80 {
+            class |= FIELD;
+        }
+        if b >= 0x21 && b <= 0x7e {
+            class |= VISIBLE;
+        }
+        if b.is_ascii_alphanumeric() || one_of(b, b"-._~%!$&'()*+,;=") {
+            class |= REG_NAME;
+        }
+        table[i] = class;
+        i += 1;
+    }
+    table
+};
+
+fn is(class: u8, b: u8) -> bool {
+    CLASSES[b as usize] & class != 0
 }
 
-/// A byte allowed in a field value: visible ASCII, space, tab or obs-text (never CR, LF, NUL or
-/// another control).
-fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
+/// `tchar` of RFC 9110 §5.6.2.
+pub fn is_tchar(b: u8) -> bool {
+    is(TCHAR, b)
 }
 
 /// Checks the request head `head`: the request line, the field lines and the empty line that
@@ -70,7 +113,7 @@ struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     fn next_line(&mut self) -> Result<Option<&'a [u8]>, Violation> {
-        let Some(lf) = self.rest.iter().position(|&b| b == b'\n') else {
+        let Some(lf) = memchr::memchr(b'\n', self.rest) else {
             return Ok(None);
         };
         if lf == 0 || self.rest[lf - 1] != b'\r' {
@@ -113,7 +156,7 @@ impl<'a> RequestLine<'a> {
             }
             _ => return Err(Violation::bad("request-line", "the HTTP version is malformed")),
         };
-        if target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        if target.is_empty() || !target.iter().all(|&b| is(VISIBLE, b)) {
             return Err(Violation::bad("target", "the request target is empty or has a byte outside visible ASCII"));
         }
         if target.contains(&b'#') {
@@ -169,8 +212,7 @@ fn check_authority(value: &[u8], port_required: bool) -> Result<(), Violation> {
             None => (value, None),
         }
     };
-    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
-    if host.is_empty() || (host[0] != b'[' && !host.iter().all(reg_name)) {
+    if host.is_empty() || (host[0] != b'[' && !host.iter().all(|&b| is(REG_NAME, b))) {
         return Err(invalid());
     }
     match port {
@@ -186,10 +228,7 @@ pub fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), Violation> {
     if matches!(line.first(), Some(b' ' | b'\t')) {
         return Err(Violation::bad("obs-fold", "a field line is folded onto the previous one (obs-fold)"));
     }
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or_else(|| Violation::bad("field-line", "a field line has no colon"))?;
+    let colon = memchr::memchr(b':', line).ok_or_else(|| Violation::bad("field-line", "a field line has no colon"))?;
     let name = &line[..colon];
     if name.is_empty() {
         return Err(Violation::bad("field-name", "a field name is empty"));
@@ -201,7 +240,7 @@ pub fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), Violation> {
         return Err(Violation::bad("field-name", "a field name has a byte that is not a token character"));
     }
     let value = trim_ows(&line[colon + 1..]);
-    if let Some(b) = value.iter().find(|&&b| !is_field_byte(b)) {
+    if let Some(b) = value.iter().find(|&&b| !is(FIELD, b)) {
         let what = match b {
             b'\r' => "a bare CR",
             0 => "a NUL",
@@ -460,6 +499,19 @@ mod tests {
         }
         assert!(rejected("GET / HTTP/2.0\r\nHost: a\r\n\r\n").1.contains("only HTTP/1.0 and HTTP/1.1"));
         assert_eq!(rejected("GET / HTTP/1\r\nHost: a\r\n\r\n").0, 400);
+    }
+
+    #[test]
+    fn the_byte_classes_are_the_rfc_sets() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "tchar {b:#x}");
+            let field = b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+            assert_eq!(is(FIELD, b), field, "field byte {b:#x}");
+            assert_eq!(is(VISIBLE, b), (0x21..=0x7e).contains(&b), "visible {b:#x}");
+            let reg_name = b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+            assert_eq!(is(REG_NAME, b), reg_name, "reg-name {b:#x}");
+        }
     }
 
     #[test]

@@ -184,10 +184,8 @@ impl StrictStream {
             return false;
         }
         let mut end = None;
-        for (i, &b) in unchecked.iter().enumerate().skip(self.head_scanned) {
-            if b != b'\n' {
-                continue;
-            }
+        let scan_from = self.head_scanned.min(unchecked.len());
+        for i in memchr::memchr_iter(b'\n', &unchecked[scan_from..]).map(|i| i + scan_from) {
             if i == 0 || unchecked[i - 1] != b'\r' {
                 self.found = Some(Violation::bad("bare-lf", "a line ends in LF without CR"));
                 return false;
