@@ -30,8 +30,7 @@ const FRAMING_FIELDS: [&str; 3] = ["content-length", "transfer-encoding", "host"
 /// Transfer codings that exist but the proxy does not decode (answered 501, not 400).
 const KNOWN_CODINGS: [&str; 5] = ["gzip", "x-gzip", "deflate", "compress", "x-compress"];
 
-/// Byte classes, one bit each in [`CLASSES`]: every byte of every request head is checked
-/// against one of them, so the check is one table load rather than a chain of comparisons.
+/// `tchar` of RFC 9110 §5.6.2: allowed in a method and a field name.
 const TCHAR: u8 = 1;
 /// Allowed in a field value: visible ASCII, space, tab or obs-text (never CR, LF, NUL or another
 /// control).
@@ -41,6 +40,9 @@ const VISIBLE: u8 = 4;
 /// Allowed in a registered host name (RFC 3986 §3.2.2 `reg-name`, percent signs included).
 const REG_NAME: u8 = 8;
 
+/// The classes of each byte value, one bit per class above: every byte of every request head
+/// is checked against one of them, so the check is one table load rather than a chain of
+/// comparisons.
 const CLASSES: [u8; 256] = {
     const fn one_of(b: u8, set: &[u8]) -> bool {
         let mut i = 0;
@@ -75,6 +77,7 @@ const CLASSES: [u8; 256] = {
     table
 };
 
+/// Whether `b` is in `class`.
 fn is(class: u8, b: u8) -> bool {
     CLASSES[b as usize] & class != 0
 }
