@@ -259,7 +259,8 @@ measure() { # name port pids...
   errors=$(awk '/Non-2xx|Socket errors/{print}' <<<"$out" | tr '\n' ' ')
   local us_per_req
   us_per_req=$(python3 -c "print(f'{($after-$before)/$hz*1e6/$requests:.1f}')")
-  results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|${errors:-none}")
+  # $round: the round this measurement belongs to (set by the loop below).
+  results+=("$name|$rps|$us_per_req|$p50|$p99|$requests|$round|${errors:-none}")
 }
 # The returning client's header, for switchyard-chain-returning (sets $client); see measure.
 returning_client() { # name port
@@ -350,22 +351,27 @@ echo
 echo "Loopback load: $rounds rounds of ${duration}s per proxy, $connections connections, 1 proxy thread on CPU 0, wrk + origin on CPU 1"
 printf '%-27s %12s %14s %10s %10s %10s  %s\n' proxy "requests/s" "CPU µs/req" p50 p99 requests errors
 for row in "${results[@]}"; do
-  IFS='|' read -r name rps us p50 p99 n err <<<"$row"
+  IFS='|' read -r name rps us p50 p99 n _round err <<<"$row"
   printf '%-27s %12s %14s %10s %10s %10s  %s\n' "$name" "$rps" "$us" "$p50" "$p99" "$n" "$err"
 done
 python3 - "${results[@]}" <<'PY'
 import statistics, sys
 rows = {}
+by_round = {}
 for r in sys.argv[1:]:
     f = r.split('|')
     rows.setdefault(f[0], []).append((float(f[1]), float(f[2])))
+    by_round.setdefault(f[6], {})[f[0]] = float(f[2])
 med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
 print("\nmedians over rounds:")
 for name in [n for n in ('bare-pingora', 'switchyard', 'switchyard-lenient', 'switchyard-chain', 'switchyard-chain-returning', 'nginx', 'switchyard-https', 'nginx-https') if n in med]:
     print(f"  {name:<27} {med[name][0]:>10.0f} requests/s {med[name][1]:>8.1f} CPU µs/request")
 base = med.get('bare-pingora')
 for name in [n for n in ('switchyard', 'switchyard-chain', 'switchyard-chain-returning', 'nginx') if n in med and base]:
-    print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}")
+    # The spread of the same ratio taken within each round: how far one run can be trusted.
+    per_round = sorted(r[name] / r['bare-pingora'] for r in by_round.values() if name in r and 'bare-pingora' in r)
+    spread = f" (x{per_round[0]:.3f} to x{per_round[-1]:.3f} within single rounds)" if len(per_round) > 1 else ""
+    print(f"{name} / bare-pingora: requests/s x{med[name][0] / base[0]:.3f}, CPU per request x{med[name][1] / base[1]:.3f}{spread}")
 if 'switchyard' in med and 'switchyard-lenient' in med:
     a, b = med['switchyard'], med['switchyard-lenient']
     print(f"switchyard (strict) / switchyard-lenient: CPU per request x{a[1] / b[1]:.3f} (the strict parser's cost)")
