@@ -21,9 +21,12 @@ pub fn answer(plan: &TlsPlan, runtime: &TlsRuntime, request: &RequestHeader, htt
             body: key_authorization.into_bytes(),
         });
     }
-    // Without an HTTPS listener there is nothing to redirect to (checked first: it spares
-    // every plain request the Host lookup).
-    let port = plan.https_port.filter(|_| !https)?;
+    if https {
+        return None;
+    }
+    // Without an HTTPS listener there is nothing to redirect to (checked before the Host
+    // lookup, which it spares every plain request).
+    let port = plan.https_port?;
     let host = request_host(request)?;
     if !plan.redirects(host) {
         return None;

@@ -58,14 +58,15 @@ const CLASSES: [u8; 256] = {
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
+        let visible = b >= 0x21 && b <= 0x7e;
         let mut class = 0;
         if b.is_ascii_alphanumeric() || one_of(b, b"!#$%&'*+-.^_`|~") {
             class |= TCHAR;
         }
-        if b == b'\t' || b == b' ' || (b >= 0x21 && b <= 0x7e) || b >= 0x80 {
+        if b == b'\t' || b == b' ' || visible || b >= 0x80 {
             class |= FIELD;
         }
-        if b >= 0x21 && b <= 0x7e {
+        if visible {
             class |= VISIBLE;
         }
         if b.is_ascii_alphanumeric() || one_of(b, b"-._~%!$&'()*+,;=") {
@@ -80,11 +81,6 @@ const CLASSES: [u8; 256] = {
 /// Whether `b` is in `class`.
 fn is(class: u8, b: u8) -> bool {
     CLASSES[b as usize] & class != 0
-}
-
-/// `tchar` of RFC 9110 §5.6.2.
-pub fn is_tchar(b: u8) -> bool {
-    is(TCHAR, b)
 }
 
 /// Checks the request head `head`: the request line, the field lines and the empty line that
@@ -147,7 +143,7 @@ impl<'a> RequestLine<'a> {
                 "the request line is not `method target version` with single spaces",
             ));
         };
-        if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        if method.is_empty() || !method.iter().all(|&b| is(TCHAR, b)) {
             return Err(Violation::bad("request-line", "the method is not a token"));
         }
         let http10 = match version {
@@ -239,7 +235,7 @@ pub fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), Violation> {
     if matches!(name.last(), Some(b' ' | b'\t')) {
         return Err(Violation::bad("field-name", "whitespace between a field name and its colon"));
     }
-    if !name.iter().all(|&b| is_tchar(b)) {
+    if !name.iter().all(|&b| is(TCHAR, b)) {
         return Err(Violation::bad("field-name", "a field name has a byte that is not a token character"));
     }
     let value = trim_ows(&line[colon + 1..]);
@@ -508,7 +504,7 @@ mod tests {
     fn the_byte_classes_are_the_rfc_sets() {
         for b in 0..=255u8 {
             let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            assert_eq!(is_tchar(b), tchar, "tchar {b:#x}");
+            assert_eq!(is(TCHAR, b), tchar, "tchar {b:#x}");
             let field = b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
             assert_eq!(is(FIELD, b), field, "field byte {b:#x}");
             assert_eq!(is(VISIBLE, b), (0x21..=0x7e).contains(&b), "visible {b:#x}");
